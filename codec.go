@@ -1,0 +1,92 @@
+package clusternet
+
+import (
+	"bytes"
+	"encoding/gob"
+	"encoding/json"
+	"fmt"
+)
+
+// Serialization selects how messages are encoded on the channel, as Node's
+// settings.serialization does.
+type Serialization int
+
+const (
+	// JSON encodes messages with encoding/json (Node's "json", the default).
+	JSON Serialization = iota
+	// Gob encodes messages with encoding/gob, which keeps Go types that JSON
+	// loses (Node's "advanced").
+	Gob
+)
+
+// String returns "json" or "gob".
+func (s Serialization) String() string {
+	switch s {
+	case JSON:
+		return "json"
+	case Gob:
+		return "gob"
+	}
+	return fmt.Sprintf("Serialization(%d)", int(s))
+}
+
+func parseSerialization(s string) (Serialization, error) {
+	switch s {
+	case "json", "":
+		return JSON, nil
+	case "gob":
+		return Gob, nil
+	}
+	return 0, fmt.Errorf("clusternet: unknown serialization %q (want json or gob)", s)
+}
+
+func (s Serialization) valid() bool { return s == JSON || s == Gob }
+
+// encode appends the encoding of v to dst.
+func (s Serialization) encode(dst *bytes.Buffer, v any) error {
+	var err error
+	switch s {
+	case Gob:
+		err = gob.NewEncoder(dst).Encode(v)
+	default:
+		enc := json.NewEncoder(dst)
+		enc.SetEscapeHTML(false)
+		err = enc.Encode(v)
+	}
+	if err != nil {
+		return fmt.Errorf("clusternet: encoding message with %v: %w", s, err)
+	}
+	return nil
+}
+
+// check reports whether data is one well-formed value, without knowing its
+// Go type, so that a malformed message from a peer is reported when it
+// arrives rather than when (or if) a handler decodes it.
+func (s Serialization) check(data []byte) error {
+	switch s {
+	case Gob:
+		dec := gob.NewDecoder(bytes.NewReader(data))
+		if err := dec.Decode(nil); err != nil {
+			return err
+		}
+	default:
+		if !json.Valid(data) {
+			return fmt.Errorf("invalid JSON")
+		}
+	}
+	return nil
+}
+
+func (s Serialization) decode(data []byte, v any) error {
+	var err error
+	switch s {
+	case Gob:
+		err = gob.NewDecoder(bytes.NewReader(data)).Decode(v)
+	default:
+		err = json.Unmarshal(data, v)
+	}
+	if err != nil {
+		return fmt.Errorf("clusternet: decoding %v message: %w", s, err)
+	}
+	return nil
+}

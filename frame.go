@@ -1,0 +1,214 @@
+package clusternet
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// A frame is the unit on the channel:
+//
+//	[0:4] body length, big endian
+//	[4]   kind
+//	[5]   number of handles that travel with the frame
+//	[6:8] zero
+//	[8:]  body
+//
+// Handles travel out of band (SCM_RIGHTS on Unix) and reach the reader no
+// later than the first byte of the frame that announces them.
+const frameHeaderLen = 8
+
+type frameKind uint8
+
+const (
+	frameMessage        frameKind = iota + 1 // either way: [handle kind][encoded value]
+	frameOnline                              // worker → primary
+	frameListen                              // worker → primary: JSON listenRequest
+	frameListenReply                         // primary → worker: JSON listenReply, maybe one handle
+	frameListening                           // worker → primary: JSON listeningNotice
+	frameConns                               // primary → worker: [key]; the handles are connections
+	frameTake                                // worker → primary: [key][n]: took n, send n more
+	frameDemand                              // worker → primary: [key][n]: accepting again, window n
+	frameRelease                             // worker → primary: [key][n]: gives back the n oldest
+	frameUnlisten                            // worker → primary: [key]: listener closed
+	frameDisconnect                          // primary → worker: disconnect yourself
+	frameExitedAfterDisconnect               // worker → primary: leaving on purpose
+	frameKindEnd
+)
+
+// maxFrameHandles bounds the handles one frame may carry (Linux's
+// SCM_MAX_FD is 253).
+const maxFrameHandles = 64
+
+// maxPendingHandles bounds the handles received but not yet claimed by a
+// frame, so that a peer cannot make the reader hoard descriptors.
+const maxPendingHandles = 2 * maxFrameHandles
+
+func appendHeader(b []byte, kind frameKind, bodyLen, handles int) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(bodyLen))
+	return append(b, byte(kind), byte(handles), 0, 0)
+}
+
+// newFrame returns a frame buffer holding the header for a body of bodyLen
+// bytes that the caller appends.
+func newFrame(kind frameKind, bodyLen, handles int) []byte {
+	return appendHeader(make([]byte, 0, frameHeaderLen+bodyLen), kind, bodyLen, handles)
+}
+
+// frame is one frame read from the channel. body aliases the reader's buffer
+// and is valid until the next call to next.
+type frame struct {
+	kind    frameKind
+	body    []byte
+	handles []sysHandle
+}
+
+// transport is the platform's byte stream with handles beside it.
+type transport interface {
+	// send writes all of b, with hs attached to its first byte.
+	send(b []byte, hs []sysHandle) error
+	// writev writes all of bufs, in order.
+	writev(bufs [][]byte) error
+	// recv reads into b and returns the handles that arrived with the bytes.
+	recv(b []byte) (int, []sysHandle, error)
+	close() error
+}
+
+const readBufSize = 64 << 10
+
+// frameReader splits the transport's stream into frames and matches the
+// handles that arrive with it to the frames that announce them.
+type frameReader struct {
+	t       transport
+	max     int // largest body accepted
+	buf     []byte
+	r, w    int         // buf[r:w] is read but not yet parsed
+	pending []sysHandle // received, not yet claimed by a frame
+}
+
+func newFrameReader(t transport, max int) *frameReader {
+	return &frameReader{t: t, max: max, buf: make([]byte, readBufSize)}
+}
+
+func protocolErrorf(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrProtocol}, args...)...)
+}
+
+// next returns the next frame. Its handles are the caller's to close.
+// Errors other than io.EOF leave the stream unusable.
+func (fr *frameReader) next() (frame, error) {
+	if fr.r == fr.w && len(fr.pending) > 0 {
+		return frame{}, protocolErrorf("received %d handle(s) that no frame announced", len(fr.pending))
+	}
+	for fr.w-fr.r < frameHeaderLen {
+		if err := fr.fill(); err != nil {
+			if err == io.EOF && fr.w > fr.r {
+				err = protocolErrorf("channel closed in the middle of a frame header")
+			}
+			return frame{}, err
+		}
+	}
+	h := fr.buf[fr.r : fr.r+frameHeaderLen]
+	n := int(binary.BigEndian.Uint32(h[0:4]))
+	f := frame{kind: frameKind(h[4])}
+	nh := int(h[5])
+	switch {
+	case f.kind == 0 || f.kind >= frameKindEnd:
+		return frame{}, protocolErrorf("unknown frame kind %d", h[4])
+	case h[6] != 0 || h[7] != 0:
+		return frame{}, protocolErrorf("malformed frame header % x", h)
+	case n > fr.max:
+		return frame{}, protocolErrorf("frame of %d bytes exceeds the limit of %d bytes (Settings.MaxMessageSize)", n, fr.max)
+	case nh > maxFrameHandles:
+		return frame{}, protocolErrorf("frame announces %d handles, more than the limit of %d", nh, maxFrameHandles)
+	case nh > len(fr.pending):
+		return frame{}, protocolErrorf("frame announces %d handle(s) but %d arrived", nh, len(fr.pending))
+	}
+	if nh > 0 {
+		f.handles = append([]sysHandle(nil), fr.pending[:nh]...)
+		fr.pending = append(fr.pending[:0], fr.pending[nh:]...)
+	}
+	fr.r += frameHeaderLen
+	body, err := fr.readBody(n)
+	if err != nil {
+		closeHandles(f.handles)
+		return frame{}, err
+	}
+	f.body = body
+	return f, nil
+}
+
+func (fr *frameReader) readBody(n int) ([]byte, error) {
+	if n > len(fr.buf) {
+		// Too large for the buffer: read it into its own slice.
+		body := make([]byte, n)
+		got := copy(body, fr.buf[fr.r:fr.w])
+		fr.r, fr.w = 0, 0
+		for got < n {
+			m, hs, err := fr.t.recv(body[got:])
+			if err := fr.addPending(hs); err != nil {
+				return nil, err
+			}
+			got += m
+			if err != nil {
+				return nil, truncated(err)
+			}
+		}
+		return body, nil
+	}
+	for fr.w-fr.r < n {
+		if err := fr.fill(); err != nil {
+			return nil, truncated(err)
+		}
+	}
+	body := fr.buf[fr.r : fr.r+n : fr.r+n]
+	fr.r += n
+	return body, nil
+}
+
+func truncated(err error) error {
+	if err == io.EOF {
+		return protocolErrorf("channel closed in the middle of a frame")
+	}
+	return err
+}
+
+// fill reads more of the stream into the buffer.
+func (fr *frameReader) fill() error {
+	if fr.r > 0 {
+		fr.w = copy(fr.buf, fr.buf[fr.r:fr.w])
+		fr.r = 0
+	}
+	n, hs, err := fr.t.recv(fr.buf[fr.w:])
+	fr.w += n
+	if perr := fr.addPending(hs); perr != nil {
+		return perr
+	}
+	if n > 0 {
+		return nil
+	}
+	if err == nil {
+		err = io.EOF
+	}
+	return err
+}
+
+func (fr *frameReader) addPending(hs []sysHandle) error {
+	fr.pending = append(fr.pending, hs...)
+	if len(fr.pending) > maxPendingHandles {
+		return protocolErrorf("peer sent %d handles ahead of the frames that announce them", len(fr.pending))
+	}
+	return nil
+}
+
+// close releases the handles that arrived but were never claimed.
+func (fr *frameReader) close() {
+	closeHandles(fr.pending)
+	fr.pending = nil
+}
+
+// isClosedErr reports whether err only says that the channel went away.
+func isClosedErr(err error) bool {
+	return err == io.EOF || errors.Is(err, ErrChannelClosed) || errors.Is(err, io.ErrUnexpectedEOF) || isConnReset(err)
+}

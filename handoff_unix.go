@@ -1,0 +1,114 @@
+//go:build unix
+
+package clusternet
+
+import (
+	"context"
+	"net"
+	"os"
+	"syscall"
+
+	"github.com/libp2p/go-reuseport"
+	"golang.org/x/sys/unix"
+)
+
+var reusePortControl = reuseport.Control
+
+// bindStream binds a listening socket in the primary. Unix socket files are
+// removed when the listener closes.
+func bindStream(network, address string, backlog int, reuse bool) (net.Listener, error) {
+	lc := ListenConfig{Backlog: backlog}
+	ln, err := lc.bind(context.Background(), network, address, reuse)
+	if err != nil {
+		return nil, err
+	}
+	if ul, ok := ln.(*net.UnixListener); ok {
+		ul.SetUnlinkOnClose(true)
+	}
+	return ln, nil
+}
+
+// bindPacket binds a UDP socket in the primary.
+func bindPacket(network, address string, reuse bool) (net.PacketConn, error) {
+	var lc net.ListenConfig
+	if reuse {
+		lc.Control = reusePortControl
+	}
+	return lc.ListenPacket(context.Background(), network, address)
+}
+
+// setBacklog sets the listen queue length of a listening socket: listen(2)
+// on a socket that already listens only changes it.
+func setBacklog(ln net.Listener, backlog int) error {
+	if backlog <= 0 {
+		return nil
+	}
+	rc, err := rawConn(ln)
+	if err != nil {
+		return err
+	}
+	var lerr error
+	if err := rc.Control(func(fd uintptr) { lerr = unix.Listen(int(fd), backlog) }); err != nil {
+		return err
+	}
+	return os.NewSyscallError("listen", lerr)
+}
+
+// acceptBatch waits for connections on a listening socket and accepts up to
+// limit of them without waiting further. The descriptors are not registered
+// with the runtime's poller: they are only passed on.
+func acceptBatch(rc syscall.RawConn, limit int) ([]sysHandle, error) {
+	var hs []sysHandle
+	var aerr error
+	err := rc.Read(func(fd uintptr) bool {
+		for len(hs) < limit {
+			nfd, err := accept(int(fd))
+			switch err {
+			case nil:
+				hs = append(hs, nfd)
+				continue
+			case unix.EINTR, unix.ECONNABORTED:
+				continue
+			case unix.EAGAIN:
+				return len(hs) > 0 // nothing accepted yet: wait for readiness
+			}
+			aerr = os.NewSyscallError("accept", err)
+			return true
+		}
+		return true
+	})
+	if err == nil {
+		err = aerr
+	}
+	return hs, err
+}
+
+// connFromHandle turns a received connection descriptor into a net.Conn
+// (a *net.TCPConn or *net.UnixConn), taking ownership of it.
+func connFromHandle(h sysHandle) (net.Conn, error) {
+	f := os.NewFile(uintptr(h), "conn")
+	defer f.Close()
+	return net.FileConn(f)
+}
+
+// listenerFromHandle turns a received listening socket into a net.Listener,
+// taking ownership of it.
+func listenerFromHandle(h *sysHandle) (net.Listener, error) {
+	if h == nil {
+		return nil, protocolErrorf("the primary shared no socket")
+	}
+	f := os.NewFile(uintptr(*h), "listener")
+	defer f.Close()
+	return net.FileListener(f)
+}
+
+// packetConnFromHandle turns a received datagram socket into a
+// net.PacketConn, taking ownership of it.
+func packetConnFromHandle(h *sysHandle) (net.PacketConn, error) {
+	if h == nil {
+		return nil, protocolErrorf("the primary shared no socket")
+	}
+	f := os.NewFile(uintptr(*h), "packetconn")
+	defer f.Close()
+	return net.FilePacketConn(f)
+}

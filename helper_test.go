@@ -1,0 +1,98 @@
+package clusternet
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// The test binary is also the worker: a test forks it with
+// CLUSTERNET_TEST_HELPER naming what the worker does.
+const envHelper = "CLUSTERNET_TEST_HELPER"
+
+var helpers = map[string]func(){}
+
+func TestMain(m *testing.M) {
+	if IsWorker() {
+		name := os.Getenv(envHelper)
+		fn, ok := helpers[name]
+		if !ok {
+			fmt.Fprintf(os.Stderr, "clusternet test worker: no helper %q\n", name)
+			os.Exit(3)
+		}
+		fn()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// testTimeout bounds every wait in the tests.
+const testTimeout = 20 * time.Second
+
+// fork forks a worker running helper and makes sure it is gone when the test
+// ends: disconnected, then killed if it lingers.
+func fork(t testing.TB, helper string, env ...string) *Worker {
+	t.Helper()
+	w, err := Fork(append([]string{envHelper + "=" + helper}, env...)...)
+	if err != nil {
+		t.Fatalf("Fork: %v", err)
+	}
+	t.Cleanup(func() { reap(t, w) })
+	return w
+}
+
+// reap ends w if it is still running and waits for its exit event.
+func reap(t testing.TB, w *Worker) {
+	select {
+	case <-w.Done():
+		return
+	default:
+	}
+	w.Kill(os.Kill)
+	select {
+	case <-w.Done():
+	case <-time.After(testTimeout):
+		t.Errorf("worker %d (pid %d) did not exit", w.ID(), w.Process().Pid)
+	}
+}
+
+// recv waits for a value on ch.
+func recv[T any](t testing.TB, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(testTimeout):
+		t.Fatalf("timed out waiting for %s", what)
+		panic("unreachable")
+	}
+}
+
+func waitDone(t testing.TB, w *Worker) {
+	t.Helper()
+	recv(t, w.Done(), "worker "+strconv.Itoa(w.ID())+" to exit")
+}
+
+func testContext(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func init() {
+	helpers["idle"] = func() { select {} }
+	helpers["echo"] = func() {
+		Self().OnMessage(func(m Message) {
+			var v any
+			if err := m.Decode(&v); err != nil {
+				Self().Send("decode error: " + err.Error())
+				return
+			}
+			Self().Send(v)
+		})
+		select {}
+	}
+}

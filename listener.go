@@ -1,0 +1,563 @@
+package clusternet
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// AddressType is the kind of address a worker listens on, as Node's
+// addressType.
+type AddressType int
+
+const (
+	Unix AddressType = -1 // a Unix domain socket
+	TCP4 AddressType = 4
+	TCP6 AddressType = 6
+	UDP4 AddressType = 14 // the UDP values have no numeric meaning in Node
+	UDP6 AddressType = 16
+)
+
+// String returns Node's name: "4", "6", "-1", "udp4" or "udp6".
+func (t AddressType) String() string {
+	switch t {
+	case Unix:
+		return "-1"
+	case TCP4:
+		return "4"
+	case TCP6:
+		return "6"
+	case UDP4:
+		return "udp4"
+	case UDP6:
+		return "udp6"
+	}
+	return "AddressType(" + strconv.Itoa(int(t)) + ")"
+}
+
+// Address is where a worker listens, as reported by the listening event.
+type Address struct {
+	Network string      // as given to Listen: "tcp", "tcp4", "unix", "udp"...
+	Host    string      // the IP address, or the socket path for Unix sockets
+	Port    int         // 0 for Unix sockets
+	Type    AddressType // TCP4, TCP6, Unix, UDP4 or UDP6
+}
+
+// String returns host:port, or the path of a Unix socket.
+func (a Address) String() string {
+	if a.Type == Unix {
+		return a.Host
+	}
+	return net.JoinHostPort(a.Host, strconv.Itoa(a.Port))
+}
+
+func addressOf(network string, a net.Addr) Address {
+	addr := Address{Network: network}
+	var ip net.IP
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		ip, addr.Port = a.IP, a.Port
+		addr.Type = TCP6
+		if ip.To4() != nil {
+			addr.Type = TCP4
+		}
+	case *net.UDPAddr:
+		ip, addr.Port = a.IP, a.Port
+		addr.Type = UDP6
+		if ip.To4() != nil {
+			addr.Type = UDP4
+		}
+	case *net.UnixAddr:
+		addr.Host, addr.Type = a.Name, Unix
+		return addr
+	}
+	if ip == nil {
+		ip = net.IPv6unspecified
+	}
+	addr.Host = ip.String()
+	return addr
+}
+
+// ListenConfig is net.ListenConfig with the cluster's options, as Node's
+// server.listen options.
+type ListenConfig struct {
+	net.ListenConfig // Control runs where the socket is bound; KeepAlive applies to accepted connections
+
+	// Exclusive binds the socket in this process, bypassing the primary
+	// (Node's exclusive): it is not shared with other workers.
+	Exclusive bool
+
+	// ReusePort binds this listener's socket with SO_REUSEPORT, one socket
+	// per worker whatever the scheduling policy (Node's reusePort).
+	ReusePort bool
+
+	// Backlog is the listen queue length; 0 means the system's default.
+	Backlog int
+}
+
+// Listen is net.Listen for the cluster. Outside a worker (in the primary, or
+// a program that is not clustered) it is net.Listen. In a worker the primary
+// owns the socket for network and address, shared by every worker that
+// listens there (so ":0" gives all of them the same port), and distributes
+// its connections according to the scheduling policy. Networks: tcp, tcp4,
+// tcp6, unix. An error binding in the primary is returned as the same error
+// (errors.Is(err, syscall.EADDRINUSE)).
+func Listen(network, address string) (net.Listener, error) {
+	var lc ListenConfig
+	return lc.Listen(context.Background(), network, address)
+}
+
+// Listen is the package-level Listen with lc's options; ctx bounds the wait
+// for the primary.
+func (lc *ListenConfig) Listen(ctx context.Context, network, address string) (net.Listener, error) {
+	switch network {
+	case "tcp", "tcp4", "tcp6", "unix":
+	default:
+		return nil, &net.OpError{Op: "listen", Net: network, Err: net.UnknownNetworkError(network)}
+	}
+	w := Self()
+	if w == nil || lc.Exclusive {
+		ln, err := lc.bind(ctx, network, address, lc.ReusePort)
+		if err != nil || w == nil {
+			return ln, err
+		}
+		tl := w.listeners.track(ln, network, 0)
+		w.reportListening(addressOf(network, ln.Addr()))
+		return tl, nil
+	}
+	address, err := absUnixPath(network, address)
+	if err != nil {
+		return nil, &net.OpError{Op: "listen", Net: network, Err: err}
+	}
+	rep, h, err := w.listeners.request(ctx, w, listenRequest{Network: network, Address: address, Backlog: lc.Backlog, ReusePort: lc.ReusePort})
+	if err != nil {
+		return nil, err
+	}
+	var ln net.Listener
+	switch rep.Mode {
+	case modeRR:
+		ln, err = w.listeners.newRR(w, rep)
+	default:
+		ln, err = listenerFromHandle(h)
+		if err == nil {
+			ln = w.listeners.track(ln, network, rep.Key)
+		} else {
+			w.listeners.unlisten(w, rep.Key)
+		}
+	}
+	if err != nil {
+		return nil, &net.OpError{Op: "listen", Net: network, Err: err}
+	}
+	w.reportListening(addressOf(network, ln.Addr()))
+	return ln, nil
+}
+
+// bind binds in this process.
+func (lc *ListenConfig) bind(ctx context.Context, network, address string, reuse bool) (net.Listener, error) {
+	nlc := lc.ListenConfig
+	if reuse {
+		nlc.Control = chainControl(reusePortControl, nlc.Control)
+	}
+	ln, err := nlc.Listen(ctx, network, address)
+	if err != nil {
+		return nil, err
+	}
+	if err := setBacklog(ln, lc.Backlog); err != nil {
+		ln.Close()
+		return nil, &net.OpError{Op: "listen", Net: network, Addr: ln.Addr(), Err: err}
+	}
+	return ln, nil
+}
+
+func chainControl(a, b func(string, string, syscall.RawConn) error) func(string, string, syscall.RawConn) error {
+	if b == nil {
+		return a
+	}
+	return func(network, address string, c syscall.RawConn) error {
+		if err := a(network, address, c); err != nil {
+			return err
+		}
+		return b(network, address, c)
+	}
+}
+
+// absUnixPath makes a Unix socket path absolute in the worker, whose working
+// directory may differ from the primary's. Abstract names (@...) stay.
+func absUnixPath(network, address string) (string, error) {
+	if network != "unix" && network != "unixgram" || address == "" || address[0] == '@' {
+		return address, nil
+	}
+	return filepath.Abs(address)
+}
+
+func (w *Worker) reportListening(a Address) {
+	body, _ := json.Marshal(a)
+	f := newFrame(frameListening, len(body), 0)
+	w.ch.send(outFrame{b: append(f, body...)})
+}
+
+// The modes in which the primary shares an address with a worker.
+const (
+	modeRR     = "rr"     // the primary accepts and hands over connections
+	modeShared = "shared" // the worker accepts on the primary's socket
+	modeOwn    = "own"    // the worker has its own SO_REUSEPORT socket, bound by the primary
+)
+
+type listenRequest struct {
+	Seq       uint32
+	Network   string
+	Address   string
+	Backlog   int  `json:",omitempty"`
+	ReusePort bool `json:",omitempty"`
+	Packet    bool `json:",omitempty"`
+}
+
+type listenReply struct {
+	Seq     uint32
+	Key     uint32     `json:",omitempty"`
+	Mode    string     `json:",omitempty"`
+	Address string     `json:",omitempty"` // the bound address, for modeRR
+	Err     *wireError `json:",omitempty"`
+}
+
+// wireError carries a bind error from the primary to the worker, keeping its
+// errno so that errors.Is works on the worker's side.
+type wireError struct {
+	Op    string `json:",omitempty"`
+	Errno uint64 `json:",omitempty"`
+	Msg   string
+}
+
+func toWireError(err error) *wireError {
+	we := &wireError{Msg: err.Error()}
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		we.Errno = uint64(errno)
+		var se *os.SyscallError
+		if errors.As(err, &se) {
+			we.Op = se.Syscall
+		}
+	}
+	return we
+}
+
+func (we *wireError) error(network, address string) error {
+	var err error = errors.New(we.Msg)
+	if we.Errno != 0 {
+		op := we.Op
+		if op == "" {
+			op = "listen"
+		}
+		err = os.NewSyscallError(op, syscall.Errno(we.Errno))
+	}
+	return &net.OpError{Op: "listen", Net: network, Addr: strAddr(address), Err: fmt.Errorf("primary: %w", err)}
+}
+
+type strAddr string
+
+func (a strAddr) Network() string { return "" }
+func (a strAddr) String() string  { return string(a) }
+
+// keyFrame builds a frame whose body is a key and, for some kinds, a count.
+func keyFrame(kind frameKind, key uint32, n int, withCount bool) []byte {
+	size := 4
+	if withCount {
+		size = 8
+	}
+	b := newFrame(kind, size, 0)
+	b = binary.BigEndian.AppendUint32(b, key)
+	if withCount {
+		b = binary.BigEndian.AppendUint32(b, uint32(n))
+	}
+	return b
+}
+
+func parseKeyFrame(f frame, withCount bool) (key uint32, n int, err error) {
+	want := 4
+	if withCount {
+		want = 8
+	}
+	if len(f.body) != want {
+		return 0, 0, protocolErrorf("frame of kind %d has a body of %d bytes, want %d", f.kind, len(f.body), want)
+	}
+	key = binary.BigEndian.Uint32(f.body)
+	if withCount {
+		n = int(binary.BigEndian.Uint32(f.body[4:]))
+	}
+	return key, n, nil
+}
+
+// listenerSet is a worker's clusternet listeners and packet connections.
+type listenerSet struct {
+	mu      sync.Mutex
+	seq     uint32
+	pending map[uint32]chan listenResult
+	rr      map[uint32]*rrListener // by key, to route handed-over connections
+	all     map[closer]struct{}    // everything Disconnect closes
+	gone    bool                   // the channel is closed
+	conns   connTracker
+}
+
+type closer interface{ Close() error }
+
+type listenResult struct {
+	rep listenReply
+	h   *sysHandle
+}
+
+// request asks the primary for an address and waits for its answer.
+func (s *listenerSet) request(ctx context.Context, w *Worker, req listenRequest) (listenReply, *sysHandle, error) {
+	if w.ch == nil {
+		return listenReply{}, nil, w.chErr
+	}
+	done := make(chan listenResult, 1)
+	s.mu.Lock()
+	if s.gone {
+		s.mu.Unlock()
+		return listenReply{}, nil, &net.OpError{Op: "listen", Net: req.Network, Err: ErrChannelClosed}
+	}
+	s.seq++
+	req.Seq = s.seq
+	if s.pending == nil {
+		s.pending = make(map[uint32]chan listenResult)
+	}
+	s.pending[req.Seq] = done
+	s.mu.Unlock()
+
+	body, _ := json.Marshal(req)
+	if err := w.ch.send(outFrame{b: append(newFrame(frameListen, len(body), 0), body...)}); err != nil {
+		s.forget(req.Seq)
+		return listenReply{}, nil, &net.OpError{Op: "listen", Net: req.Network, Err: err}
+	}
+	select {
+	case res, ok := <-done:
+		if !ok {
+			return listenReply{}, nil, &net.OpError{Op: "listen", Net: req.Network, Err: ErrChannelClosed}
+		}
+		if res.rep.Err != nil {
+			return listenReply{}, nil, res.rep.Err.error(req.Network, req.Address)
+		}
+		return res.rep, res.h, nil
+	case <-ctx.Done():
+		if !s.forget(req.Seq) {
+			// The answer is in: give back what it granted.
+			res := <-done
+			if res.h != nil {
+				closeHandles([]sysHandle{*res.h})
+			}
+			if res.rep.Err == nil && res.rep.Key != 0 {
+				s.unlisten(w, res.rep.Key)
+			}
+		}
+		return listenReply{}, nil, &net.OpError{Op: "listen", Net: req.Network, Err: ctx.Err()}
+	}
+}
+
+// forget drops a pending request; false if its answer was already delivered.
+func (s *listenerSet) forget(seq uint32) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.pending[seq]
+	delete(s.pending, seq)
+	return ok
+}
+
+// handleFrame routes the primary's listening frames.
+func (s *listenerSet) handleFrame(w *Worker, f frame) error {
+	switch f.kind {
+	case frameListenReply:
+		var rep listenReply
+		if err := json.Unmarshal(f.body, &rep); err != nil || len(f.handles) > 1 {
+			closeHandles(f.handles)
+			return protocolErrorf("malformed listen reply")
+		}
+		res := listenResult{rep: rep}
+		if len(f.handles) == 1 {
+			res.h = &f.handles[0]
+		}
+		s.mu.Lock()
+		done, ok := s.pending[rep.Seq]
+		delete(s.pending, rep.Seq)
+		s.mu.Unlock()
+		if ok {
+			done <- res
+			return nil
+		}
+		// Nobody waits any more: give back what the reply granted.
+		closeHandles(f.handles)
+		if rep.Err == nil && rep.Key != 0 {
+			s.unlisten(w, rep.Key)
+		}
+	case frameConns:
+		key, _, err := parseKeyFrame(f, false)
+		if err != nil {
+			closeHandles(f.handles)
+			return err
+		}
+		s.mu.Lock()
+		l := s.rr[key]
+		s.mu.Unlock()
+		if l == nil {
+			// Closed: the primary takes back whatever it sent after the unlisten.
+			closeHandles(f.handles)
+			return nil
+		}
+		l.deliver(f.handles)
+	}
+	return nil
+}
+
+func (s *listenerSet) unlisten(w *Worker, key uint32) {
+	w.ch.send(outFrame{b: keyFrame(frameUnlisten, key, 0, false)})
+}
+
+// track registers a listener that accepts on its own socket, so that
+// Disconnect closes it and waits for its connections.
+func (s *listenerSet) track(ln net.Listener, network string, key uint32) net.Listener {
+	tl := &trackedListener{Listener: ln, set: s, key: key}
+	s.add(tl)
+	return tl
+}
+
+func (s *listenerSet) add(c closer) {
+	s.mu.Lock()
+	if s.all == nil {
+		s.all = make(map[closer]struct{})
+	}
+	s.all[c] = struct{}{}
+	s.mu.Unlock()
+}
+
+func (s *listenerSet) remove(c closer) {
+	s.mu.Lock()
+	delete(s.all, c)
+	if l, ok := c.(*rrListener); ok {
+		delete(s.rr, l.key)
+	}
+	s.mu.Unlock()
+}
+
+// closeAll closes every listener and packet connection of the worker.
+func (s *listenerSet) closeAll() {
+	s.mu.Lock()
+	all := make([]closer, 0, len(s.all))
+	for c := range s.all {
+		all = append(all, c)
+	}
+	s.mu.Unlock()
+	for _, c := range all {
+		c.Close()
+	}
+}
+
+// waitConns waits until every connection the listeners handed out is closed.
+func (s *listenerSet) waitConns() { s.conns.wait() }
+
+// channelClosed fails the requests still waiting for the primary.
+func (s *listenerSet) channelClosed() {
+	s.mu.Lock()
+	s.gone = true
+	for seq, done := range s.pending {
+		close(done)
+		delete(s.pending, seq)
+	}
+	rr := make([]*rrListener, 0, len(s.rr))
+	for _, l := range s.rr {
+		rr = append(rr, l)
+	}
+	s.mu.Unlock()
+	for _, l := range rr {
+		l.fail()
+	}
+}
+
+// trackedListener is a listener on a socket of the worker's own (shared with
+// the primary, or its own SO_REUSEPORT socket).
+type trackedListener struct {
+	net.Listener
+	set  *listenerSet
+	key  uint32 // 0 when the primary is not involved (Exclusive)
+	once sync.Once
+}
+
+func (l *trackedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.set.conns.add(c)
+	}
+	return c, err
+}
+
+func (l *trackedListener) Close() error {
+	err := l.Listener.Close()
+	l.once.Do(func() {
+		l.set.remove(l)
+		if l.key != 0 {
+			l.set.unlisten(self, l.key)
+		}
+	})
+	return err
+}
+
+// connTracker remembers the connections a worker's listeners handed out, so
+// that Disconnect can wait for them to close without wrapping them: users get
+// the *net.TCPConn itself.
+type connTracker struct {
+	mu    sync.Mutex
+	conns []syscall.RawConn
+	live  int // live connections at the last prune
+}
+
+func (t *connTracker) add(c net.Conn) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	t.mu.Lock()
+	t.conns = append(t.conns, rc)
+	if len(t.conns) >= 2*t.live+64 {
+		t.pruneLocked()
+	}
+	t.mu.Unlock()
+}
+
+// pruneLocked drops the connections that are closed: a closed connection's
+// RawConn refuses Control.
+func (t *connTracker) pruneLocked() {
+	live := t.conns[:0]
+	for _, rc := range t.conns {
+		if rc.Control(func(uintptr) {}) == nil {
+			live = append(live, rc)
+		}
+	}
+	clear(t.conns[len(live):])
+	t.conns = live
+	t.live = len(live)
+}
+
+// inFlight returns the number of connections handed out and not yet closed.
+func (t *connTracker) inFlight() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.pruneLocked()
+	return len(t.conns)
+}
+
+func (t *connTracker) wait() {
+	for t.inFlight() > 0 {
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,461 @@
+package clusternet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// Settings is how the primary forks workers, as Node's cluster.settings.
+// Zero fields take their defaults (see CurrentSettings).
+type Settings struct {
+	Exec          string        // the program to run; default os.Executable()
+	Args          []string      // its arguments; nil means os.Args[1:]
+	Dir           string        // its working directory (Node cwd); default: the primary's
+	Env           []string      // "KEY=value" added to every worker's environment
+	Serialization Serialization // JSON (default) or Gob (Node "advanced")
+	Silent        bool          // worker stdout/stderr to Worker.Stdout()/Stderr() instead of the primary's
+	Stdin         io.Reader     // Node stdio; set ones override Silent
+	Stdout        io.Writer
+	Stderr        io.Writer
+	ExtraFiles    []*os.File // the worker's descriptors 3, 4, ... (Node stdio past 2); nil entries are closed
+	Uid, Gid      *int       // run the worker as this user/group (Unix)
+	WindowsHide   bool       // hide the worker's console window (Windows)
+
+	// AllowListen, if set, is asked before the primary binds or shares an
+	// address for a worker; an error refuses the worker's Listen with it.
+	// It exists for a primary with privileges its workers lack (root binding
+	// port 80 for workers running as an unprivileged Uid/Gid): without it a
+	// compromised worker could ask the primary to bind any port or create a
+	// socket file anywhere the primary may.
+	AllowListen func(w *Worker, network, address string) error
+
+	// MaxMessageSize bounds one message, in bytes, in both directions: Send
+	// refuses larger ones and a peer that sends one is disconnected.
+	// Default DefaultMaxMessageSize.
+	MaxMessageSize int
+}
+
+// DefaultMaxMessageSize is the default Settings.MaxMessageSize: 64 MiB.
+const DefaultMaxMessageSize = 64 << 20
+
+// The environment a worker is started with.
+const (
+	envWorkerID      = "CLUSTERNET_WORKER_ID"
+	envChannel       = "CLUSTERNET_CHANNEL"
+	envSerialization = "CLUSTERNET_SERIALIZATION"
+	envMaxMessage    = "CLUSTERNET_MAX_MESSAGE"
+)
+
+// cluster is the primary's state.
+var cluster struct {
+	mu        sync.Mutex
+	settings  Settings
+	policy    Policy
+	policyErr error // a bad CLUSTERNET_SCHED_POLICY, reported by Fork
+	frozen    bool  // the policy can no longer change
+	lastID    int
+	workers   map[int]*Worker
+	servers   map[string]*server
+
+	onFork       handlers[func(*Worker)]
+	onOnline     handlers[func(*Worker)]
+	onListening  handlers[func(*Worker, Address)]
+	onMessage    handlers[func(*Worker, Message)]
+	onDisconnect handlers[func(*Worker)]
+	onExit       handlers[func(*Worker, ExitStatus)]
+	onSetup      handlers[func(Settings)]
+}
+
+func init() {
+	cluster.policy, cluster.policyErr = defaultPolicy()
+	cluster.workers = make(map[int]*Worker)
+	cluster.servers = make(map[string]*server)
+}
+
+// IsPrimary reports whether this process is not a worker (Node's
+// cluster.isPrimary): CLUSTERNET_WORKER_ID was not set when it started.
+func IsPrimary() bool { return !IsWorker() }
+
+// withDefaults returns s with its zero fields filled in.
+func (s Settings) withDefaults() Settings {
+	if s.Exec == "" {
+		if exe, err := os.Executable(); err == nil {
+			s.Exec = exe
+		} else {
+			s.Exec = os.Args[0]
+		}
+	}
+	if s.Args == nil {
+		s.Args = slices.Clone(os.Args[1:])
+	}
+	if s.MaxMessageSize <= 0 {
+		s.MaxMessageSize = DefaultMaxMessageSize
+	}
+	return s
+}
+
+func (s *Settings) validate() error {
+	if !s.Serialization.valid() {
+		return fmt.Errorf("clusternet: unknown serialization %d (want JSON or Gob)", int(s.Serialization))
+	}
+	if err := checkEnv(s.Env); err != nil {
+		return fmt.Errorf("clusternet: Settings.Env: %w", err)
+	}
+	return nil
+}
+
+// SetupPrimary replaces the settings that later forks use (workers already
+// running keep theirs), freezes the scheduling policy and emits the setup
+// event. Zero fields take their defaults; to change one field, start from
+// CurrentSettings. It returns ErrNotPrimary in a worker.
+func SetupPrimary(s Settings) error {
+	if IsWorker() {
+		return ErrNotPrimary
+	}
+	if err := s.validate(); err != nil {
+		return err
+	}
+	s = s.withDefaults()
+	cluster.mu.Lock()
+	cluster.settings = s
+	cluster.frozen = true
+	cluster.mu.Unlock()
+	events.post(func() {
+		for _, fn := range cluster.onSetup.list() {
+			fn(s)
+		}
+	})
+	return nil
+}
+
+// CurrentSettings returns the settings the next Fork uses, with defaults
+// filled in (Node's cluster.settings).
+func CurrentSettings() Settings {
+	cluster.mu.Lock()
+	defer cluster.mu.Unlock()
+	return cluster.settings.withDefaults()
+}
+
+// Fork starts a new worker process and returns it; its fork event follows.
+// env entries, "KEY=value", are added to the worker's environment and
+// override the primary's and Settings.Env. It returns ErrNotPrimary in a
+// worker, and the start error (a missing program, a bad Dir...) otherwise.
+func Fork(env ...string) (*Worker, error) {
+	if IsWorker() {
+		return nil, ErrNotPrimary
+	}
+	if err := checkEnv(env); err != nil {
+		return nil, fmt.Errorf("clusternet: Fork: %w", err)
+	}
+	cluster.mu.Lock()
+	defer cluster.mu.Unlock()
+	if cluster.policyErr != nil {
+		return nil, cluster.policyErr
+	}
+	cluster.frozen = true
+	s := cluster.settings.withDefaults()
+	id := cluster.lastID + 1
+
+	stdio, err := prepareStdio(&s)
+	if err != nil {
+		return nil, fmt.Errorf("clusternet: fork worker %d: %w", id, err)
+	}
+	conn, childEnd, err := channelPair()
+	if err != nil {
+		stdio.abort()
+		return nil, fmt.Errorf("clusternet: fork worker %d: %w", id, err)
+	}
+	proc, err := startProcess(&s, workerEnv(&s, id, env), stdio, childEnd)
+	closeHandles([]sysHandle{childEnd})
+	if err != nil {
+		stdio.abort()
+		conn.close()
+		return nil, fmt.Errorf("clusternet: fork worker %d: %w", id, err)
+	}
+	stdio.started()
+	cluster.lastID = id
+
+	w := &Worker{
+		id:         id,
+		proc:       proc,
+		ch:         newChannel(conn, s.MaxMessageSize+1),
+		codec:      s.Serialization,
+		max:        s.MaxMessageSize,
+		connected:  true,
+		done:       make(chan struct{}),
+		readerDone: make(chan struct{}),
+		stdout:     stdio.stdout,
+		stderr:     stdio.stderr,
+		subs:       make(map[uint32]*subscription),
+	}
+	cluster.workers[id] = w
+	events.post(func() {
+		for _, fn := range cluster.onFork.list() {
+			fn(w)
+		}
+	})
+	go w.serve()
+	go w.wait()
+	return w, nil
+}
+
+func checkEnv(env []string) error {
+	for _, kv := range env {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return fmt.Errorf("environment entry %q is not KEY=value", kv)
+		}
+	}
+	return nil
+}
+
+// workerEnv is the primary's environment, then Settings.Env, then the fork's
+// env, then the worker's identity; later entries win.
+func workerEnv(s *Settings, id int, extra []string) []string {
+	env := slices.Concat(os.Environ(), s.Env, extra, []string{
+		envWorkerID + "=" + strconv.Itoa(id),
+		envSerialization + "=" + s.Serialization.String(),
+		envMaxMessage + "=" + strconv.Itoa(s.MaxMessageSize),
+	})
+	seen := make(map[string]bool, len(env))
+	out := make([]string, 0, len(env))
+	for i := len(env) - 1; i >= 0; i-- {
+		k, _, _ := strings.Cut(env[i], "=")
+		if envCaseInsensitive {
+			k = strings.ToUpper(k)
+		}
+		if seen[k] || k == envChannel {
+			continue
+		}
+		seen[k] = true
+		out = append(out, env[i])
+	}
+	slices.Reverse(out)
+	return out
+}
+
+// Workers returns the live workers, by ID (Node's cluster.workers). A worker
+// leaves the list when it is disconnected or killed from the primary, and
+// otherwise before the last of its disconnect and exit handlers runs.
+func Workers() []*Worker {
+	cluster.mu.Lock()
+	defer cluster.mu.Unlock()
+	ws := make([]*Worker, 0, len(cluster.workers))
+	for _, w := range cluster.workers {
+		ws = append(ws, w)
+	}
+	slices.SortFunc(ws, func(a, b *Worker) int { return a.id - b.id })
+	return ws
+}
+
+// Disconnect disconnects every worker (Node's cluster.disconnect) and returns
+// once all of them have exited and the primary's shared sockets are closed,
+// or with ctx's error when ctx ends first. The cluster can fork again
+// afterwards. It returns ErrNotPrimary in a worker.
+func Disconnect(ctx context.Context) error {
+	if IsWorker() {
+		return ErrNotPrimary
+	}
+	ws := Workers()
+	for _, w := range ws {
+		w.Disconnect()
+	}
+	for _, w := range ws {
+		select {
+		case <-w.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	closeAllServers()
+	return nil
+}
+
+// Primary-wide events, as Node's cluster events: each handler gets the worker
+// the event is about. Handlers of all events run one at a time, in order, on
+// a goroutine of the package; for one worker the order is always fork,
+// online, listening..., then disconnect and exit. A worker's own handlers run
+// before the primary-wide ones.
+
+// OnFork adds a handler for the fork event, emitted once per Fork. It is the
+// place to add a worker's own handlers without missing any of its events.
+func OnFork(fn func(*Worker)) { cluster.onFork.add(fn) }
+
+// OnOnline adds a handler for workers' online events.
+func OnOnline(fn func(*Worker)) { cluster.onOnline.add(fn) }
+
+// OnListening adds a handler for workers' listening events.
+func OnListening(fn func(*Worker, Address)) { cluster.onListening.add(fn) }
+
+// OnMessage adds a handler for messages from any worker.
+func OnMessage(fn func(*Worker, Message)) { cluster.onMessage.add(fn) }
+
+// OnDisconnect adds a handler for workers' disconnect events.
+func OnDisconnect(fn func(*Worker)) { cluster.onDisconnect.add(fn) }
+
+// OnExit adds a handler for workers' exit events.
+func OnExit(fn func(*Worker, ExitStatus)) { cluster.onExit.add(fn) }
+
+// OnSetup adds a handler for the setup event, emitted by SetupPrimary with
+// the settings it set.
+func OnSetup(fn func(Settings)) { cluster.onSetup.add(fn) }
+
+// forget removes w from Workers() and from every shared address.
+func (w *Worker) forget() {
+	cluster.mu.Lock()
+	if cluster.workers[w.id] == w {
+		delete(cluster.workers, w.id)
+	}
+	cluster.mu.Unlock()
+}
+
+func (w *Worker) disconnectFromPrimary() error {
+	w.mu.Lock()
+	w.exitedAfterDisconnect = true
+	already := w.disconnecting
+	w.disconnecting = true
+	w.mu.Unlock()
+	w.forget()
+	if already {
+		return nil
+	}
+	stopHandoffs(w)
+	if err := w.ch.send(outFrame{b: newFrame(frameDisconnect, 0, 0)}); err != nil && !errors.Is(err, ErrChannelClosed) {
+		return err
+	}
+	return nil
+}
+
+func (w *Worker) killFromPrimary(sig os.Signal) error {
+	if sig == nil {
+		sig = terminateSignal
+	}
+	w.forget()
+	stopHandoffs(w)
+	if err := w.proc.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("clusternet: kill worker %d: %w", w.id, err)
+	}
+	return nil
+}
+
+// serve reads the worker's frames until the channel closes, then emits the
+// disconnect event (after an error event when the worker broke the protocol).
+func (w *Worker) serve() {
+	defer close(w.readerDone)
+	err := w.readFrames()
+	w.ch.abort(ErrChannelClosed)
+	w.ch.reader.close()
+	dropWorker(w)
+	w.mu.Lock()
+	w.connected = false
+	w.mu.Unlock()
+	if err != nil && !isClosedErr(err) {
+		w.postError(fmt.Errorf("clusternet: worker %d: %w", w.id, err))
+	}
+	events.post(func() {
+		w.mu.Lock()
+		if w.state != Dead {
+			w.state = Disconnected
+		}
+		w.mu.Unlock()
+		for _, fn := range w.onDisconnect.list() {
+			fn()
+		}
+		for _, fn := range cluster.onDisconnect.list() {
+			fn(w)
+		}
+	})
+}
+
+func (w *Worker) readFrames() error {
+	for {
+		f, err := w.ch.reader.next()
+		if err != nil {
+			return err
+		}
+		if err := w.handleFrame(f); err != nil {
+			return err
+		}
+	}
+}
+
+func (w *Worker) handleFrame(f frame) error {
+	if f.kind != frameMessage && len(f.handles) > 0 {
+		closeHandles(f.handles)
+		return protocolErrorf("a frame of kind %d carries %d handle(s)", f.kind, len(f.handles))
+	}
+	switch f.kind {
+	case frameMessage:
+		return w.deliverMessage(f)
+	case frameOnline:
+		events.post(func() {
+			w.mu.Lock()
+			if w.state == None {
+				w.state = Online
+			}
+			w.mu.Unlock()
+			for _, fn := range w.onOnline.list() {
+				fn()
+			}
+			for _, fn := range cluster.onOnline.list() {
+				fn(w)
+			}
+		})
+	case frameExitedAfterDisconnect:
+		w.mu.Lock()
+		w.exitedAfterDisconnect = true
+		w.mu.Unlock()
+	case frameListen, frameListening, frameTake, frameDemand, frameRelease, frameUnlisten:
+		return handleListenFrame(w, f)
+	default:
+		return protocolErrorf("a worker may not send frames of kind %d", f.kind)
+	}
+	return nil
+}
+
+// postListening emits the listening event.
+func (w *Worker) postListening(a Address) {
+	events.post(func() {
+		w.mu.Lock()
+		if w.state == Online || w.state == None {
+			w.state = Listening
+		}
+		w.mu.Unlock()
+		for _, fn := range w.onListening.list() {
+			fn(a)
+		}
+		for _, fn := range cluster.onListening.list() {
+			fn(w, a)
+		}
+	})
+}
+
+// wait waits for the process to exit and, once the channel reader has seen
+// everything the worker wrote, emits the exit event.
+func (w *Worker) wait() {
+	ps, err := w.proc.Wait()
+	status := exitStatus(ps, err)
+	<-w.readerDone
+	w.mu.Lock()
+	w.dead = true
+	w.mu.Unlock()
+	events.post(func() {
+		w.mu.Lock()
+		w.state = Dead
+		w.mu.Unlock()
+		w.forget()
+		for _, fn := range w.onExit.list() {
+			fn(status)
+		}
+		for _, fn := range cluster.onExit.list() {
+			fn(w, status)
+		}
+		close(w.done)
+	})
+}

@@ -1,0 +1,513 @@
+package clusternet
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// The primary's side of listening: one server per network and address that
+// workers listen on, created by the first worker that asks and closed when
+// the last one leaves.
+
+// maxListensPerWorker bounds the addresses one worker may hold, so that a
+// worker cannot make the primary bind without end.
+const maxListensPerWorker = 256
+
+type server struct {
+	id     string // network|address, as workers asked for it
+	key    uint32
+	mode   string
+	packet bool
+
+	network string
+	address string // as asked; for modeOwn, the host with the port fixed by the first bind
+	ln      net.Listener
+	pc      net.PacketConn
+	boundAt string // network|address actually bound, reported to workers
+
+	mu      sync.Mutex
+	cond    sync.Cond
+	subs    []*subscription // in round-robin order
+	next    int             // round-robin cursor
+	pending []sysHandle     // accepted, waiting for a worker with credit
+	closed  bool
+	done    chan struct{} // closed when the accept loop has ended (modeRR)
+}
+
+// subscription is one worker's use of a server.
+type subscription struct {
+	srv      *server
+	w        *Worker
+	active   bool // the worker asked for connections and has not given them back
+	window   int
+	inflight []sysHandle // handed over, not yet taken: the primary's copies
+}
+
+func (sub *subscription) credit() int {
+	if !sub.active {
+		return 0
+	}
+	return sub.window - len(sub.inflight)
+}
+
+var lastServerKey uint32 // guarded by cluster.mu
+
+// handleListenFrame handles the listening frames from worker w.
+func handleListenFrame(w *Worker, f frame) error {
+	switch f.kind {
+	case frameListen:
+		var req listenRequest
+		if err := json.Unmarshal(f.body, &req); err != nil {
+			return protocolErrorf("malformed listen request: %v", err)
+		}
+		rep, h := listenFor(w, req)
+		rep.Seq = req.Seq
+		body, _ := json.Marshal(rep)
+		out := outFrame{b: append(newFrame(frameListenReply, len(body), len(h)), body...), handles: h}
+		w.ch.send(out)
+	case frameListening:
+		var a Address
+		if err := json.Unmarshal(f.body, &a); err != nil {
+			return protocolErrorf("malformed listening notice: %v", err)
+		}
+		w.postListening(a)
+	case frameUnlisten:
+		key, _, err := parseKeyFrame(f, false)
+		if err != nil {
+			return err
+		}
+		if sub := w.takeSub(key); sub != nil {
+			sub.srv.unsubscribe(sub)
+		}
+	case frameTake, frameDemand, frameRelease:
+		key, n, err := parseKeyFrame(f, true)
+		if err != nil {
+			return err
+		}
+		w.mu.Lock()
+		sub := w.subs[key]
+		w.mu.Unlock()
+		if sub == nil || sub.srv.mode != modeRR {
+			return nil // unlistened or never granted: nothing to account for
+		}
+		return sub.srv.account(sub, f.kind, n)
+	}
+	return nil
+}
+
+func (w *Worker) takeSub(key uint32) *subscription {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	sub := w.subs[key]
+	delete(w.subs, key)
+	return sub
+}
+
+// listenFor binds or shares an address for w. The handle, if any, is the
+// worker's socket, closed in the primary once sent.
+func listenFor(w *Worker, req listenRequest) (listenReply, []sysHandle) {
+	refuse := func(err error) (listenReply, []sysHandle) { return listenReply{Err: toWireError(err)}, nil }
+	if err := checkListenNetwork(req.Network, req.Packet); err != nil {
+		return refuse(err)
+	}
+	w.mu.Lock()
+	n, leaving := len(w.subs), w.disconnecting
+	w.mu.Unlock()
+	switch {
+	case leaving:
+		return refuse(errors.New("the worker is disconnecting"))
+	case n >= maxListensPerWorker:
+		return refuse(fmt.Errorf("the worker already listens on %d addresses, the most one worker may", n))
+	}
+	if allow := CurrentSettings().AllowListen; allow != nil {
+		if err := allow(w, req.Network, req.Address); err != nil {
+			return refuse(fmt.Errorf("not allowed: %w", err))
+		}
+	}
+	mode := modeShared
+	switch policy := SchedulingPolicy(); {
+	case req.ReusePort && req.Network != "unix":
+		mode = modeOwn
+	case req.Packet || req.Network == "unix" && policy == SchedReusePort:
+	case policy == SchedRR:
+		mode = modeRR
+	case policy == SchedReusePort:
+		mode = modeOwn
+	}
+
+	cluster.mu.Lock()
+	defer cluster.mu.Unlock()
+	id := joinNetwork(req.Network, req.Address)
+	srv := cluster.servers[id]
+	if srv != nil && (srv.mode != mode || srv.packet != req.Packet) {
+		return refuse(fmt.Errorf("%s %s is already shared with other workers in %s mode; this listen asks for %s", req.Network, req.Address, srv.mode, mode))
+	}
+	if srv == nil {
+		var err error
+		if srv, err = newServer(req, mode); err != nil {
+			return refuse(err)
+		}
+		lastServerKey++
+		srv.key = lastServerKey
+		cluster.servers[id] = srv
+		if mode == modeRR {
+			go srv.acceptLoop()
+		}
+	}
+	var hs []sysHandle
+	switch mode {
+	case modeShared:
+		h, err := srv.dup()
+		if err != nil {
+			srv.closeIfUnused()
+			return refuse(err)
+		}
+		hs = []sysHandle{h}
+	case modeOwn:
+		h, err := srv.bindOwn(req)
+		if err != nil {
+			srv.closeIfUnused()
+			return refuse(err)
+		}
+		hs = []sysHandle{h}
+	}
+	sub := &subscription{srv: srv, w: w}
+	srv.mu.Lock()
+	srv.subs = append(srv.subs, sub)
+	srv.mu.Unlock()
+	w.mu.Lock()
+	w.subs[srv.key] = sub
+	w.mu.Unlock()
+	return listenReply{Key: srv.key, Mode: mode, Address: srv.boundAt}, hs
+}
+
+func checkListenNetwork(network string, packet bool) error {
+	switch network {
+	case "tcp", "tcp4", "tcp6", "unix":
+		if !packet {
+			return nil
+		}
+	case "udp", "udp4", "udp6":
+		if packet {
+			return nil
+		}
+	}
+	return net.UnknownNetworkError(network)
+}
+
+// newServer binds the address for the first worker. Called with cluster.mu held.
+func newServer(req listenRequest, mode string) (*server, error) {
+	srv := &server{id: joinNetwork(req.Network, req.Address), mode: mode, packet: req.Packet, network: req.Network, address: req.Address, done: make(chan struct{})}
+	srv.cond.L = &srv.mu
+	if mode == modeOwn {
+		// Each worker gets a socket of its own; the first bind fixes the
+		// port that ":0" gives the next ones.
+		return srv, nil
+	}
+	var err error
+	if req.Packet {
+		srv.pc, err = bindPacket(req.Network, req.Address, false)
+		if err == nil {
+			srv.boundAt = joinNetwork(req.Network, srv.pc.LocalAddr().String())
+		}
+	} else {
+		srv.ln, err = bindStream(req.Network, req.Address, req.Backlog, false)
+		if err == nil {
+			srv.boundAt = joinNetwork(req.Network, srv.ln.Addr().String())
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return srv, nil
+}
+
+// dup returns a copy of the shared socket for a worker.
+func (srv *server) dup() (sysHandle, error) {
+	if srv.pc != nil {
+		return dupHandle(srv.pc)
+	}
+	return dupHandle(srv.ln)
+}
+
+// bindOwn binds a new SO_REUSEPORT socket for one worker and returns it.
+// Called with cluster.mu held.
+func (srv *server) bindOwn(req listenRequest) (sysHandle, error) {
+	var c interface{ Close() error }
+	var local net.Addr
+	if req.Packet {
+		pc, err := bindPacket(req.Network, srv.address, true)
+		if err != nil {
+			return 0, err
+		}
+		c, local = pc, pc.LocalAddr()
+	} else {
+		ln, err := bindStream(req.Network, srv.address, req.Backlog, true)
+		if err != nil {
+			return 0, err
+		}
+		c, local = ln, ln.Addr()
+	}
+	defer c.Close()
+	if srv.boundAt == "" {
+		srv.boundAt = joinNetwork(req.Network, local.String())
+		if host, port, err := net.SplitHostPort(srv.address); err == nil && (port == "0" || port == "") {
+			_, bound, _ := net.SplitHostPort(local.String())
+			srv.address = net.JoinHostPort(host, bound)
+		}
+	}
+	return dupHandle(c)
+}
+
+// closeIfUnused closes a server that no worker uses. Called with cluster.mu held.
+func (srv *server) closeIfUnused() {
+	srv.mu.Lock()
+	unused := len(srv.subs) == 0
+	srv.mu.Unlock()
+	if unused {
+		srv.closeLocked()
+	}
+}
+
+// unsubscribe removes a worker from the server, gives the connections it had
+// not taken to the others, and closes the server when nobody is left.
+func (srv *server) unsubscribe(sub *subscription) {
+	cluster.mu.Lock()
+	defer cluster.mu.Unlock()
+	srv.mu.Lock()
+	for i, s := range srv.subs {
+		if s == sub {
+			srv.subs = append(srv.subs[:i], srv.subs[i+1:]...)
+			if srv.next > i {
+				srv.next--
+			}
+			break
+		}
+	}
+	srv.pending = append(sub.inflight, srv.pending...)
+	sub.inflight = nil
+	sub.active = false
+	empty := len(srv.subs) == 0
+	if !empty {
+		srv.flushPending()
+	}
+	srv.mu.Unlock()
+	if empty {
+		srv.closeLocked()
+	}
+}
+
+// closeLocked closes the server's socket (removing a Unix socket's file) and
+// drops the connections nobody took. Called with cluster.mu held.
+func (srv *server) closeLocked() {
+	if cluster.servers[srv.id] == srv {
+		delete(cluster.servers, srv.id)
+	}
+	srv.mu.Lock()
+	if srv.closed {
+		srv.mu.Unlock()
+		return
+	}
+	srv.closed = true
+	pending := srv.pending
+	srv.pending = nil
+	srv.cond.Broadcast()
+	srv.mu.Unlock()
+	closeHandles(pending)
+	if srv.ln != nil {
+		srv.ln.Close()
+	}
+	if srv.pc != nil {
+		srv.pc.Close()
+	}
+	if srv.mode != modeRR {
+		close(srv.done)
+	}
+}
+
+// dropWorker removes a worker whose channel is closed from every server.
+func dropWorker(w *Worker) {
+	w.mu.Lock()
+	subs := make([]*subscription, 0, len(w.subs))
+	for key, sub := range w.subs {
+		subs = append(subs, sub)
+		delete(w.subs, key)
+	}
+	w.mu.Unlock()
+	for _, sub := range subs {
+		sub.srv.unsubscribe(sub)
+	}
+}
+
+// stopHandoffs sends a worker that is being disconnected or killed no more
+// connections; those it has not taken come back when it unlistens or dies.
+func stopHandoffs(w *Worker) {
+	w.mu.Lock()
+	subs := make([]*subscription, 0, len(w.subs))
+	for _, sub := range w.subs {
+		subs = append(subs, sub)
+	}
+	w.mu.Unlock()
+	for _, sub := range subs {
+		srv := sub.srv
+		srv.mu.Lock()
+		sub.active = false
+		sub.window = 0
+		srv.mu.Unlock()
+	}
+}
+
+// closeAllServers closes what is left when the cluster disconnects.
+func closeAllServers() {
+	cluster.mu.Lock()
+	defer cluster.mu.Unlock()
+	for _, srv := range cluster.servers {
+		srv.closeLocked()
+	}
+}
+
+// account applies a worker's take, demand or release to its subscription.
+func (srv *server) account(sub *subscription, kind frameKind, n int) error {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	switch kind {
+	case frameTake, frameRelease:
+		if n < 0 || n > len(sub.inflight) {
+			return protocolErrorf("worker reports %d connection(s) taken or released of %d handed over", n, len(sub.inflight))
+		}
+		front := sub.inflight[:n]
+		if kind == frameTake {
+			closeHandles(front) // the worker has its own copies now
+		} else {
+			srv.pending = append(append([]sysHandle(nil), front...), srv.pending...)
+			sub.active = false
+		}
+		sub.inflight = append(sub.inflight[:0], sub.inflight[n:]...)
+	case frameDemand:
+		if n < 1 || n > maxFrameHandles {
+			return protocolErrorf("worker asks for a window of %d connections", n)
+		}
+		sub.w.mu.Lock()
+		leaving := sub.w.disconnecting
+		sub.w.mu.Unlock()
+		if srv.closed || leaving {
+			return nil
+		}
+		sub.active, sub.window = true, n
+	}
+	srv.flushPending()
+	srv.cond.Signal()
+	return nil
+}
+
+// credit returns how many more connections the workers will take.
+func (srv *server) credit() int {
+	c := 0
+	for _, sub := range srv.subs {
+		c += sub.credit()
+	}
+	return c
+}
+
+// flushPending hands out waiting connections. Called with srv.mu held.
+func (srv *server) flushPending() {
+	if len(srv.pending) > 0 && srv.credit() > 0 {
+		srv.pending = srv.distribute(srv.pending)
+	}
+}
+
+// distribute hands hs to the workers in turn, each up to its credit, one
+// frame per worker, and returns those nobody could take. Called with srv.mu held.
+func (srv *server) distribute(hs []sysHandle) []sysHandle {
+	n := len(srv.subs)
+	if n == 0 {
+		return hs
+	}
+	give := make(map[*subscription][]sysHandle, n)
+	var order []*subscription
+	for len(hs) > 0 {
+		var sub *subscription
+		for i := 0; i < n; i++ {
+			s := srv.subs[(srv.next+i)%n]
+			if s.credit() > len(give[s]) {
+				sub = s
+				srv.next = (srv.next + i + 1) % n
+				break
+			}
+		}
+		if sub == nil {
+			break
+		}
+		if give[sub] == nil {
+			order = append(order, sub)
+		}
+		give[sub] = append(give[sub], hs[0])
+		hs = hs[1:]
+	}
+	for _, sub := range order {
+		batch := give[sub]
+		sub.inflight = append(sub.inflight, batch...)
+		// On error the worker is going away; its inflight comes back when
+		// its channel reader ends.
+		sub.w.ch.send(outFrame{b: keyFrame(frameConns, srv.key, 0, false), handles: batch, keep: true})
+	}
+	return hs
+}
+
+// acceptLoop accepts connections while workers have credit and hands them out.
+func (srv *server) acceptLoop() {
+	defer close(srv.done)
+	rc, err := rawConn(srv.ln)
+	if err != nil {
+		return
+	}
+	var delay time.Duration
+	for {
+		srv.mu.Lock()
+		for !srv.closed && srv.credit() == 0 {
+			srv.cond.Wait()
+		}
+		if srv.closed {
+			srv.mu.Unlock()
+			return
+		}
+		limit := min(srv.credit(), maxFrameHandles)
+		srv.mu.Unlock()
+
+		hs, err := acceptBatch(rc, limit)
+		if len(hs) > 0 {
+			delay = 0
+			srv.mu.Lock()
+			if srv.closed {
+				closeHandles(hs)
+			} else if rest := srv.distribute(hs); len(rest) > 0 {
+				srv.pending = append(srv.pending, rest...)
+			}
+			srv.mu.Unlock()
+		}
+		if err != nil {
+			if isClosedListenErr(err) {
+				return
+			}
+			// Out of descriptors or memory: back off as net/http does.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			time.Sleep(delay)
+		}
+	}
+}
+
+func isClosedListenErr(err error) bool { return errors.Is(err, net.ErrClosed) }
+
+// rawConn returns the listener's descriptor for the accept loop.
+func rawConn(ln net.Listener) (syscall.RawConn, error) {
+	sc, ok := ln.(syscall.Conn)
+	if !ok {
+		return nil, fmt.Errorf("clusternet: %T has no descriptor", ln)
+	}
+	return sc.SyscallConn()
+}

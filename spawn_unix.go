@@ -1,0 +1,100 @@
+//go:build unix
+
+package clusternet
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"syscall"
+)
+
+// startProcess starts a worker process. The descriptors are placed with
+// syscall.StartProcess rather than os/exec, because os/exec asks every
+// *os.File for Fd(), which puts a non-blocking socket (and the primary's
+// copy of it, which shares the file description) into blocking mode.
+// The child gets stdio as 0, 1, 2, Settings.ExtraFiles from 3, and the
+// channel right after them.
+func startProcess(s *Settings, env []string, stdio *childStdio, channel sysHandle) (*os.Process, error) {
+	path := s.Exec
+	if filepath.Base(path) == path {
+		lp, err := exec.LookPath(path)
+		if err != nil {
+			return nil, err
+		}
+		path = lp
+	}
+	var files []uintptr
+	for _, f := range append(stdio.files[:], s.ExtraFiles...) {
+		fd := ^uintptr(0) // closed in the child
+		if f != nil {
+			var err error
+			if fd, err = rawFD(f); err != nil {
+				return nil, fmt.Errorf("descriptor %d for the worker: %w", len(files), err)
+			}
+		}
+		files = append(files, fd)
+	}
+	env = append(env, envChannel+"="+strconv.Itoa(len(files)))
+	files = append(files, uintptr(channel))
+
+	attr := &syscall.ProcAttr{
+		Dir:   s.Dir,
+		Env:   env,
+		Files: files,
+		Sys:   &syscall.SysProcAttr{},
+	}
+	if s.Uid != nil || s.Gid != nil {
+		cred := &syscall.Credential{Uid: uint32(os.Getuid()), Gid: uint32(os.Getgid())}
+		if s.Uid != nil {
+			cred.Uid = uint32(*s.Uid)
+		}
+		if s.Gid != nil {
+			cred.Gid = uint32(*s.Gid)
+		}
+		attr.Sys.Credential = cred
+	}
+	setParentDeathSignal(attr.Sys)
+	var pid int
+	var err error
+	onForkThread(func() {
+		pid, _, err = syscall.StartProcess(path, append([]string{s.Exec}, s.Args...), attr)
+	})
+	runtime.KeepAlive(stdio)
+	runtime.KeepAlive(s.ExtraFiles)
+	if err != nil {
+		return nil, &os.PathError{Op: "fork/exec", Path: path, Err: err}
+	}
+	return os.FindProcess(pid)
+}
+
+// rawFD returns f's descriptor without changing its blocking mode, as Fd would.
+func rawFD(f *os.File) (uintptr, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var fd uintptr
+	if err := rc.Control(func(s uintptr) { fd = s }); err != nil {
+		return 0, err
+	}
+	return fd, nil
+}
+
+// terminateSignal is what Kill(nil) sends.
+var terminateSignal os.Signal = syscall.SIGTERM
+
+const envCaseInsensitive = false
+
+func exitStatus(ps *os.ProcessState, err error) ExitStatus {
+	if err != nil || ps == nil {
+		return ExitStatus{Code: -1}
+	}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return ExitStatus{Code: -1, Signal: ws.Signal()}
+	}
+	return ExitStatus{Code: ps.ExitCode()}
+}

@@ -1,0 +1,304 @@
+package clusternet
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"sync"
+)
+
+// State is a worker's place in its life, as Node's worker.state.
+type State int
+
+// The states a worker goes through, in order. Disconnected and Dead may come
+// in either order; Dead is final.
+const (
+	None State = iota
+	Online
+	Listening
+	Disconnected
+	Dead
+)
+
+// String returns Node's name for the state: "none", "online", "listening",
+// "disconnected" or "dead".
+func (s State) String() string {
+	switch s {
+	case None:
+		return "none"
+	case Online:
+		return "online"
+	case Listening:
+		return "listening"
+	case Disconnected:
+		return "disconnected"
+	case Dead:
+		return "dead"
+	}
+	return fmt.Sprintf("State(%d)", int(s))
+}
+
+// ExitStatus is how a worker process ended.
+type ExitStatus struct {
+	Code   int       // the exit code; -1 when the process was killed by a signal
+	Signal os.Signal // the signal that killed the process, or nil
+}
+
+// String describes the status as "exit code 3" or "killed by terminated".
+func (s ExitStatus) String() string {
+	if s.Signal != nil {
+		return "killed by " + s.Signal.String()
+	}
+	return fmt.Sprintf("exit code %d", s.Code)
+}
+
+// Worker is a worker process. In the primary, Fork returns one per process;
+// in a worker, Self returns the worker itself, whose Send and OnMessage talk
+// to the primary.
+type Worker struct {
+	id    int
+	proc  *os.Process
+	ch    *channel // nil in a worker without a channel (chErr says why)
+	chErr error
+	codec Serialization
+	max   int  // largest message body
+	self  bool // this is Self(), not a worker seen by the primary
+
+	mu                    sync.Mutex
+	state                 State
+	connected             bool
+	dead                  bool
+	exitedAfterDisconnect bool
+	disconnecting         bool
+
+	onOnline     handlers[func()]
+	onListening  handlers[func(Address)]
+	onMessage    handlers[func(Message)]
+	onDisconnect handlers[func()]
+	onExit       handlers[func(ExitStatus)]
+	onError      handlers[func(error)]
+
+	inbox      inbox
+	done       chan struct{} // closed after the exit handlers ran
+	readerDone chan struct{} // closed when the channel reader has finished
+	stdout     *outputBuffer
+	stderr     *outputBuffer
+
+	subs      map[uint32]*subscription // primary: the servers this worker is subscribed to, by key; guarded by cluster.mu
+	listeners listenerSet                // worker: its clusternet listeners
+}
+
+// ID returns the worker's id: 1, 2, 3... in fork order, as Node's worker.id.
+func (w *Worker) ID() int { return w.id }
+
+// Process returns the worker's process (in a worker, the current process).
+func (w *Worker) Process() *os.Process { return w.proc }
+
+// State returns the state the events delivered so far have put the worker in.
+func (w *Worker) State() State {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.state
+}
+
+// IsConnected reports whether the channel to the worker (in a worker: to the
+// primary) is open.
+func (w *Worker) IsConnected() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.connected
+}
+
+// IsDead reports whether the worker process has exited. In a worker it is
+// always false.
+func (w *Worker) IsDead() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.dead
+}
+
+// ExitedAfterDisconnect reports whether the worker is leaving, or left, on
+// purpose: Disconnect was called on either side, or Kill in the worker itself.
+// A worker that crashed or was killed from outside reports false.
+func (w *Worker) ExitedAfterDisconnect() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.exitedAfterDisconnect
+}
+
+// Done returns a channel that is closed once the worker's exit event has run.
+// In a worker it is never closed: the process ends first.
+func (w *Worker) Done() <-chan struct{} { return w.done }
+
+// Stdout returns the worker's standard output when Settings.Silent is set
+// (and Settings.Stdout is not), or nil. Output is buffered in the primary
+// until it is read, so a worker never blocks on an unread pipe; the reader
+// returns io.EOF once the worker has exited and its output is drained.
+func (w *Worker) Stdout() io.Reader {
+	if w.stdout == nil {
+		return nil
+	}
+	return w.stdout
+}
+
+// Stderr is Stdout for standard error.
+func (w *Worker) Stderr() io.Reader {
+	if w.stderr == nil {
+		return nil
+	}
+	return w.stderr
+}
+
+// OnOnline adds a handler for the worker's online event: the worker process
+// has started and reported in.
+func (w *Worker) OnOnline(fn func()) { w.onOnline.add(fn) }
+
+// OnListening adds a handler for the worker's listening event: a Listen or
+// ListenPacket in the worker succeeded, at the address given.
+func (w *Worker) OnListening(fn func(Address)) { w.onListening.add(fn) }
+
+// OnMessage adds a handler for messages from the worker (in a worker, from
+// the primary).
+func (w *Worker) OnMessage(fn func(Message)) { w.onMessage.add(fn) }
+
+// OnDisconnect adds a handler for the worker's disconnect event: the channel
+// is closed.
+func (w *Worker) OnDisconnect(fn func()) { w.onDisconnect.add(fn) }
+
+// OnExit adds a handler for the worker's exit event: the process ended.
+func (w *Worker) OnExit(fn func(ExitStatus)) { w.onExit.add(fn) }
+
+// OnError adds a handler for errors on the worker's channel: a malformed or
+// oversized frame, a message that cannot be decoded, a handle that was not
+// announced. When the channel cannot be trusted any more it is closed and the
+// disconnect event follows.
+func (w *Worker) OnError(fn func(error)) { w.onError.add(fn) }
+
+// Send sends msg, encoded with the cluster's serialization, to the worker (in
+// a worker: to the primary). It does not wait for the peer: messages are
+// queued and written in order. With WithHandle, a connection, listener,
+// packet connection or file goes with it.
+//
+// Send returns ErrChannelClosed once the channel is closed, ErrInvalidHandle
+// for a handle that cannot be sent, and an error for a message that cannot be
+// encoded or is larger than Settings.MaxMessageSize; on error nothing is sent
+// and the handle stays open.
+func (w *Worker) Send(msg any, opts ...SendOption) error {
+	if w.ch == nil {
+		return w.chErr
+	}
+	if w.ch.isClosing() {
+		return ErrChannelClosed
+	}
+	f, err := encodeMessage(w.codec, msg, opts)
+	if err != nil {
+		return err
+	}
+	if n := len(f.b) - frameHeaderLen; n > w.max {
+		closeHandles(f.handles)
+		return fmt.Errorf("clusternet: message of %d bytes is larger than the limit of %d bytes (Settings.MaxMessageSize)", n, w.max)
+	}
+	return w.ch.send(f)
+}
+
+// Disconnect disconnects the worker gracefully, as Node's worker.disconnect:
+// the worker closes its clusternet listeners, waits for the connections they
+// handed out to close, closes the channel and exits with code 0, and
+// ExitedAfterDisconnect becomes true. It returns at once; the disconnect and
+// exit events say when it is over. Long-lived connections can hold a worker
+// up indefinitely: send it a message that makes it close them, or Kill it
+// after a timeout.
+//
+// In a worker, Disconnect starts the same on the worker itself; the process
+// exits when it is done.
+func (w *Worker) Disconnect() error {
+	if w.self {
+		return w.disconnectSelf(false)
+	}
+	return w.disconnectFromPrimary()
+}
+
+// Kill ends the worker. In the primary it sends sig to the worker process
+// (nil means SIGTERM; Windows can only terminate the process outright), the
+// worker leaves Workers() at once and the exit event reports the signal.
+// Killing a worker that has already exited does nothing.
+//
+// In a worker, as Node's worker.kill, the worker tells the primary that it
+// leaves on purpose (ExitedAfterDisconnect is true) and closes the channel;
+// then, with sig nil, it exits with code 0, or it sends itself sig.
+func (w *Worker) Kill(sig os.Signal) error {
+	if w.self {
+		return w.killSelf(sig)
+	}
+	return w.killFromPrimary(sig)
+}
+
+// postMessage queues a message event for w's handlers (and, in the primary,
+// the cluster's).
+func (w *Worker) postMessage(body []byte, h *receivedHandle) {
+	n := len(body)
+	w.inbox.reserve(n)
+	m := Message{data: append([]byte(nil), body...), codec: w.codec, h: h}
+	events.post(func() {
+		defer w.inbox.release(n)
+		for _, fn := range w.onMessage.list() {
+			fn(m)
+		}
+		if !w.self {
+			for _, fn := range cluster.onMessage.list() {
+				fn(w, m)
+			}
+		}
+		if h != nil {
+			h.release()
+		}
+	})
+}
+
+// parseMessage checks a message frame and returns its body and handle.
+func (w *Worker) parseMessage(f frame) ([]byte, *receivedHandle, error) {
+	if len(f.body) < 1 {
+		closeHandles(f.handles)
+		return nil, nil, protocolErrorf("empty message frame")
+	}
+	kind := handleKind(f.body[0])
+	switch {
+	case kind >= handleKindEnd:
+		closeHandles(f.handles)
+		return nil, nil, protocolErrorf("message announces a handle of unknown kind %d", kind)
+	case (kind == handleNone) != (len(f.handles) == 0) || len(f.handles) > 1:
+		closeHandles(f.handles)
+		return nil, nil, protocolErrorf("message announces %v but %d handle(s) came with it", kind, len(f.handles))
+	}
+	var h *receivedHandle
+	if kind != handleNone {
+		h = &receivedHandle{kind: kind, h: f.handles[0]}
+	}
+	return f.body[1:], h, nil
+}
+
+// deliverMessage reports a message that does not decode as an error event
+// (the framing is intact, so the channel stays up) and queues the rest.
+func (w *Worker) deliverMessage(f frame) error {
+	body, h, err := w.parseMessage(f)
+	if err != nil {
+		return err
+	}
+	if err := w.codec.check(body); err != nil {
+		if h != nil {
+			h.release()
+		}
+		w.postError(fmt.Errorf("clusternet: worker %d: dropped a message that is not valid %v: %w", w.id, w.codec, err))
+		return nil
+	}
+	w.postMessage(body, h)
+	return nil
+}
+
+func (w *Worker) postError(err error) {
+	events.post(func() {
+		for _, fn := range w.onError.list() {
+			fn(err)
+		}
+	})
+}
