@@ -5,6 +5,7 @@ import (
 	"encoding/gob"
 	"encoding/json"
 	"fmt"
+	"reflect"
 )
 
 // Serialization selects how messages are encoded on the channel, as Node's
@@ -66,7 +67,7 @@ func (s Serialization) check(data []byte) error {
 	switch s {
 	case Gob:
 		dec := gob.NewDecoder(bytes.NewReader(data))
-		if err := dec.Decode(nil); err != nil {
+		if err := dec.DecodeValue(reflect.Value{}); err != nil { // decodes and discards
 			return err
 		}
 	default:

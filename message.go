@@ -69,49 +69,46 @@ func (m Message) HasHandle() bool {
 // wrapping ErrInvalidHandle if none came with it, it was not a connection, or
 // it was already taken.
 func (m Message) Conn() (net.Conn, error) {
-	f, err := m.take(handleConn)
+	h, err := m.take(handleConn)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	return net.FileConn(f)
+	return connFromHandle(h)
 }
 
 // Listener returns the listener sent with the message; errors as for Conn.
 func (m Message) Listener() (net.Listener, error) {
-	f, err := m.take(handleListener)
+	h, err := m.take(handleListener)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	return net.FileListener(f)
+	return listenerFromHandle(&h)
 }
 
 // PacketConn returns the packet connection sent with the message; errors as
 // for Conn.
 func (m Message) PacketConn() (net.PacketConn, error) {
-	f, err := m.take(handlePacketConn)
+	h, err := m.take(handlePacketConn)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	return net.FilePacketConn(f)
+	return packetConnFromHandle(&h)
 }
 
 // File returns the handle sent with the message as a file, whatever its kind
 // (a socket sent as a net.Conn comes out as its descriptor), or nil if there
 // is none or it was already taken. The caller owns the file.
 func (m Message) File() *os.File {
-	f, err := m.take(handleNone)
+	h, err := m.take(handleNone)
 	if err != nil {
 		return nil
 	}
-	return f
+	return fileFromHandle(h, "clusternet-handle")
 }
 
-func (m Message) take(want handleKind) (*os.File, error) {
+func (m Message) take(want handleKind) (sysHandle, error) {
 	if m.h == nil {
-		return nil, fmt.Errorf("%w: no handle came with this message", ErrInvalidHandle)
+		return 0, fmt.Errorf("%w: no handle came with this message", ErrInvalidHandle)
 	}
 	return m.h.take(want)
 }
@@ -125,17 +122,17 @@ type receivedHandle struct {
 	taken bool
 }
 
-func (r *receivedHandle) take(want handleKind) (*os.File, error) {
+func (r *receivedHandle) take(want handleKind) (sysHandle, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	switch {
 	case r.taken:
-		return nil, fmt.Errorf("%w: the %v sent with this message was already taken", ErrInvalidHandle, r.kind)
+		return 0, fmt.Errorf("%w: the %v sent with this message was already taken", ErrInvalidHandle, r.kind)
 	case want != handleNone && want != r.kind:
-		return nil, fmt.Errorf("%w: the message carries a %v, not a %v", ErrInvalidHandle, r.kind, want)
+		return 0, fmt.Errorf("%w: the message carries a %v, not a %v", ErrInvalidHandle, r.kind, want)
 	}
 	r.taken = true
-	return fileFromHandle(r.h, r.kind.String()), nil
+	return r.h, nil
 }
 
 // release closes the handle unless a handler took it.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -28,6 +29,7 @@ type server struct {
 	address string // as asked; for modeOwn, the host with the port fixed by the first bind
 	ln      net.Listener
 	pc      net.PacketConn
+	polled  *os.File // modeRR: a copy of ln's socket that the accept loop waits on
 	boundAt string // network|address actually bound, reported to workers
 
 	mu      sync.Mutex
@@ -156,7 +158,12 @@ func listenFor(w *Worker, req listenRequest) (listenReply, []sysHandle) {
 		srv.key = lastServerKey
 		cluster.servers[id] = srv
 		if mode == modeRR {
-			go srv.acceptLoop()
+			rc, err := srv.startPolling()
+			if err != nil {
+				srv.closeLocked()
+				return refuse(err)
+			}
+			go srv.acceptLoop(rc)
 		}
 	}
 	var hs []sysHandle
@@ -319,6 +326,9 @@ func (srv *server) closeLocked() {
 	srv.cond.Broadcast()
 	srv.mu.Unlock()
 	closeHandles(pending)
+	if srv.polled != nil {
+		srv.polled.Close() // wakes the accept loop
+	}
 	if srv.ln != nil {
 		srv.ln.Close()
 	}
@@ -454,18 +464,16 @@ func (srv *server) distribute(hs []sysHandle) []sysHandle {
 		sub.inflight = append(sub.inflight, batch...)
 		// On error the worker is going away; its inflight comes back when
 		// its channel reader ends.
-		sub.w.ch.send(outFrame{b: keyFrame(frameConns, srv.key, 0, false), handles: batch, keep: true})
+		b := keyFrame(frameConns, srv.key, 0, false)
+		b[5] = byte(len(batch)) // the header's handle count
+		sub.w.ch.send(outFrame{b: b, handles: batch, keep: true})
 	}
 	return hs
 }
 
 // acceptLoop accepts connections while workers have credit and hands them out.
-func (srv *server) acceptLoop() {
+func (srv *server) acceptLoop(rc syscall.RawConn) {
 	defer close(srv.done)
-	rc, err := rawConn(srv.ln)
-	if err != nil {
-		return
-	}
 	var delay time.Duration
 	for {
 		srv.mu.Lock()
@@ -501,7 +509,21 @@ func (srv *server) acceptLoop() {
 	}
 }
 
-func isClosedListenErr(err error) bool { return errors.Is(err, net.ErrClosed) }
+func isClosedListenErr(err error) bool {
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed)
+}
+
+// startPolling returns a RawConn whose Read waits for connections on the
+// server's socket. The net package's own RawConn of a listener refuses Read,
+// so the accept loop polls a copy of the descriptor wrapped in an *os.File.
+func (srv *server) startPolling() (syscall.RawConn, error) {
+	h, err := dupHandle(srv.ln)
+	if err != nil {
+		return nil, err
+	}
+	srv.polled = fileFromHandle(h, "accept")
+	return srv.polled.SyscallConn()
+}
 
 // rawConn returns the listener's descriptor for the accept loop.
 func rawConn(ln net.Listener) (syscall.RawConn, error) {
