@@ -96,3 +96,14 @@ func init() {
 		select {}
 	}
 }
+
+// require skips t when this platform cannot do feature. The features are
+// "unix" (Unix domain sockets), "udp", "signals" (signals other than kill),
+// "rr" (round-robin handoff), "reuseport"; platform_*_test.go say which are
+// missing where, and why.
+func require(t testing.TB, feature string) {
+	t.Helper()
+	if why := platformLacks(feature); why != "" {
+		t.Skip(why)
+	}
+}
