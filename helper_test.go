@@ -107,3 +107,19 @@ func require(t testing.TB, feature string) {
 		t.Skip(why)
 	}
 }
+
+// setPolicy sets the scheduling policy for one test. The policy is frozen
+// after the first Fork in a real program; tests share one process, so they
+// set it directly and put it back.
+func setPolicy(t testing.TB, p Policy) {
+	t.Helper()
+	cluster.mu.Lock()
+	old := cluster.policy
+	cluster.policy = p
+	cluster.mu.Unlock()
+	t.Cleanup(func() {
+		cluster.mu.Lock()
+		cluster.policy = old
+		cluster.mu.Unlock()
+	})
+}
