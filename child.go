@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"sync"
 	"time"
 )
 
@@ -184,13 +183,11 @@ func (w *Worker) leave() {
 	<-w.readerDone
 }
 
-var killOnce sync.Once
-
 func (w *Worker) killSelf(sig os.Signal) error {
 	if w.ch == nil {
 		return w.chErr
 	}
-	killOnce.Do(func() {
+	w.killOnce.Do(func() {
 		w.mu.Lock()
 		w.disconnecting = true
 		w.exitedAfterDisconnect = true

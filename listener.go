@@ -490,6 +490,8 @@ type trackedListener struct {
 }
 
 func (l *trackedListener) Accept() (net.Conn, error) {
+	l.set.conns.accepting(1)
+	defer l.set.conns.accepting(-1)
 	c, err := l.Listener.Accept()
 	if err == nil {
 		l.set.conns.add(c)
@@ -515,6 +517,16 @@ type connTracker struct {
 	mu    sync.Mutex
 	conns []syscall.RawConn
 	live  int // live connections at the last prune
+	// busy counts Accept calls under way: a connection an Accept holds but
+	// has not added yet must keep Disconnect waiting too. Closing the
+	// listeners ends those calls, so the count drops to zero.
+	busy int
+}
+
+func (t *connTracker) accepting(d int) {
+	t.mu.Lock()
+	t.busy += d
+	t.mu.Unlock()
 }
 
 func (t *connTracker) add(c net.Conn) {
@@ -556,8 +568,15 @@ func (t *connTracker) inFlight() int {
 	return len(t.conns)
 }
 
+func (t *connTracker) acceptsUnderWay() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.busy > 0
+}
+
+// wait waits until no connection is open and no Accept is under way.
 func (t *connTracker) wait() {
-	for t.inFlight() > 0 {
+	for t.inFlight() > 0 || t.acceptsUnderWay() {
 		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -36,6 +37,11 @@ type Settings struct {
 	// socket file anywhere the primary may.
 	AllowListen func(w *Worker, network, address string) error
 
+	// SocketMode is the permission of the Unix socket files the primary
+	// creates for workers; default 0600 (owner only). On Linux the file is
+	// never visible with a looser mode.
+	SocketMode os.FileMode
+
 	// MaxMessageSize bounds one message, in bytes, in both directions: Send
 	// refuses larger ones and a peer that sends one is disconnected.
 	// Default DefaultMaxMessageSize.
@@ -62,6 +68,7 @@ var cluster struct {
 	frozen    bool  // the policy can no longer change
 	lastID    int
 	workers   map[int]*Worker
+	alive     map[*Worker]bool // every worker until its exit event, even after it left workers
 	servers   map[string]*server
 
 	onFork       handlers[func(*Worker)]
@@ -76,6 +83,7 @@ var cluster struct {
 func init() {
 	cluster.policy, cluster.policyErr = defaultPolicy()
 	cluster.workers = make(map[int]*Worker)
+	cluster.alive = make(map[*Worker]bool)
 	cluster.servers = make(map[string]*server)
 }
 
@@ -94,6 +102,9 @@ func (s Settings) withDefaults() Settings {
 	}
 	if s.Args == nil {
 		s.Args = slices.Clone(os.Args[1:])
+	}
+	if s.SocketMode == 0 {
+		s.SocketMode = 0o600
 	}
 	if s.MaxMessageSize <= 0 {
 		s.MaxMessageSize = DefaultMaxMessageSize
@@ -194,8 +205,11 @@ func Fork(env ...string) (*Worker, error) {
 		stdout:     stdio.stdout,
 		stderr:     stdio.stderr,
 		subs:       make(map[uint32]*subscription),
+		env:        env,
+		listenNote: make(chan struct{}),
 	}
 	cluster.workers[id] = w
+	cluster.alive[w] = true
 	events.post(func() {
 		for _, fn := range cluster.onFork.list() {
 			fn(w)
@@ -251,6 +265,18 @@ func Workers() []*Worker {
 		ws = append(ws, w)
 	}
 	slices.SortFunc(ws, func(a, b *Worker) int { return a.id - b.id })
+	return ws
+}
+
+// aliveWorkers returns every worker that has not exited, including those
+// that left Workers() because they are being disconnected or killed.
+func aliveWorkers() []*Worker {
+	cluster.mu.Lock()
+	defer cluster.mu.Unlock()
+	ws := make([]*Worker, 0, len(cluster.alive))
+	for w := range cluster.alive {
+		ws = append(ws, w)
+	}
 	return ws
 }
 
@@ -394,6 +420,10 @@ func (w *Worker) handleFrame(f frame) error {
 	case frameMessage:
 		return w.deliverMessage(f)
 	case frameOnline:
+		w.mu.Lock()
+		w.online = true
+		w.noteLocked()
+		w.mu.Unlock()
 		events.post(func() {
 			w.mu.Lock()
 			if w.state == None {
@@ -417,6 +447,47 @@ func (w *Worker) handleFrame(f frame) error {
 		return protocolErrorf("a worker may not send frames of kind %d", f.kind)
 	}
 	return nil
+}
+
+// noteListening records where the worker listens, for Reload, at once:
+// not when the event's turn comes.
+func (w *Worker) noteListening(a Address) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.listenedAt == nil {
+		w.listenedAt = make(map[string]bool)
+	}
+	w.listenedAt[joinNetwork(a.Network, a.String())] = true
+	w.noteLocked()
+}
+
+// noteLocked wakes those waiting for w's next report. Called with w.mu held.
+func (w *Worker) noteLocked() {
+	close(w.listenNote)
+	w.listenNote = make(chan struct{})
+}
+
+// listensOn reports whether w is online and listens on every address in
+// want, and returns a channel closed at w's next report.
+func (w *Worker) listensOn(want map[string]bool) (bool, <-chan struct{}) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.online {
+		return false, w.listenNote
+	}
+	for a := range want {
+		if !w.listenedAt[a] {
+			return false, w.listenNote
+		}
+	}
+	return true, w.listenNote
+}
+
+// listenedAddresses returns where w reported listening.
+func (w *Worker) listenedAddresses() map[string]bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return maps.Clone(w.listenedAt)
 }
 
 // postListening emits the listening event.
@@ -444,12 +515,19 @@ func (w *Worker) wait() {
 	<-w.readerDone
 	w.mu.Lock()
 	w.dead = true
+	w.status = status
 	w.mu.Unlock()
 	events.post(func() {
 		w.mu.Lock()
 		w.state = Dead
 		w.mu.Unlock()
 		w.forget()
+		cluster.mu.Lock()
+		delete(cluster.alive, w)
+		cluster.mu.Unlock()
+		if sup := runningSupervisor(); sup != nil {
+			sup.exited(w, status)
+		}
 		for _, fn := range w.onExit.list() {
 			fn(status)
 		}

@@ -62,6 +62,8 @@ func (s *listenerSet) newRR(w *Worker, rep listenReply) (net.Listener, error) {
 // Accept waits for the next connection the primary hands to this worker and
 // returns it as a *net.TCPConn or *net.UnixConn.
 func (l *rrListener) Accept() (net.Conn, error) {
+	l.set.conns.accepting(1)
+	defer l.set.conns.accepting(-1)
 	l.mu.Lock()
 	for len(l.queue) == 0 {
 		if l.closed || l.broken {

@@ -77,6 +77,7 @@ func handleListenFrame(w *Worker, f frame) error {
 		if err := json.Unmarshal(f.body, &a); err != nil {
 			return protocolErrorf("malformed listening notice: %v", err)
 		}
+		w.noteListening(a)
 		w.postListening(a)
 	case frameUnlisten:
 		key, _, err := parseKeyFrame(f, false)
@@ -126,7 +127,8 @@ func listenFor(w *Worker, req listenRequest) (listenReply, []sysHandle) {
 	case n >= maxListensPerWorker:
 		return refuse(fmt.Errorf("the worker already listens on %d addresses, the most one worker may", n))
 	}
-	if allow := CurrentSettings().AllowListen; allow != nil {
+	settings := CurrentSettings()
+	if allow := settings.AllowListen; allow != nil {
 		if err := allow(w, req.Network, req.Address); err != nil {
 			return refuse(fmt.Errorf("not allowed: %w", err))
 		}
@@ -151,7 +153,7 @@ func listenFor(w *Worker, req listenRequest) (listenReply, []sysHandle) {
 	}
 	if srv == nil {
 		var err error
-		if srv, err = newServer(req, mode); err != nil {
+		if srv, err = newServer(req, mode, settings.SocketMode.Perm()); err != nil {
 			return refuse(err)
 		}
 		lastServerKey++
@@ -208,7 +210,7 @@ func checkListenNetwork(network string, packet bool) error {
 }
 
 // newServer binds the address for the first worker. Called with cluster.mu held.
-func newServer(req listenRequest, mode string) (*server, error) {
+func newServer(req listenRequest, mode string, socketMode os.FileMode) (*server, error) {
 	srv := &server{id: joinNetwork(req.Network, req.Address), mode: mode, packet: req.Packet, network: req.Network, address: req.Address, done: make(chan struct{})}
 	srv.cond.L = &srv.mu
 	if mode == modeOwn {
@@ -223,7 +225,7 @@ func newServer(req listenRequest, mode string) (*server, error) {
 			srv.boundAt = joinNetwork(req.Network, srv.pc.LocalAddr().String())
 		}
 	} else {
-		srv.ln, err = bindStream(req.Network, req.Address, req.Backlog, false)
+		srv.ln, err = bindStream(req.Network, req.Address, req.Backlog, false, socketMode)
 		if err == nil {
 			srv.boundAt = joinNetwork(req.Network, srv.ln.Addr().String())
 		}
@@ -254,7 +256,7 @@ func (srv *server) bindOwn(req listenRequest) (sysHandle, error) {
 		}
 		c, local = pc, pc.LocalAddr()
 	} else {
-		ln, err := bindStream(req.Network, srv.address, req.Backlog, true)
+		ln, err := bindStream(req.Network, srv.address, req.Backlog, true, 0)
 		if err != nil {
 			return 0, err
 		}

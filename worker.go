@@ -70,6 +70,8 @@ type Worker struct {
 	dead                  bool
 	exitedAfterDisconnect bool
 	disconnecting         bool
+	online                bool       // primary: the worker reported in (set on receipt, not at the event)
+	status                ExitStatus // primary: how the process ended, once dead
 
 	onOnline     handlers[func()]
 	onListening  handlers[func(Address)]
@@ -84,8 +86,13 @@ type Worker struct {
 	stdout     *outputBuffer
 	stderr     *outputBuffer
 
-	subs      map[uint32]*subscription // primary: the servers this worker is subscribed to, by key; guarded by cluster.mu
-	listeners listenerSet                // worker: its clusternet listeners
+	subs       map[uint32]*subscription // primary: the servers this worker uses, by key; guarded by mu
+	env        []string                 // primary: the env given to Fork, for respawns and reloads
+	listenedAt map[string]bool          // primary: network|address the worker reported listening on; guarded by mu
+	listenNote chan struct{}            // primary: closed and replaced at each report; guarded by mu
+
+	listeners listenerSet // worker: its clusternet listeners
+	killOnce  sync.Once   // worker: Kill leaves once
 }
 
 // ID returns the worker's id: 1, 2, 3... in fork order, as Node's worker.id.
@@ -124,6 +131,12 @@ func (w *Worker) ExitedAfterDisconnect() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.exitedAfterDisconnect
+}
+
+func (w *Worker) exitStatus() ExitStatus {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.status
 }
 
 // Done returns a channel that is closed once the worker's exit event has run.

@@ -1,0 +1,11 @@
+//go:build unix
+
+package clusternet
+
+import (
+	"os"
+	"syscall"
+)
+
+// reloadSignals are Run's default reload signals.
+var reloadSignals = []os.Signal{syscall.SIGHUP}
