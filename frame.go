@@ -22,18 +22,18 @@ const frameHeaderLen = 8
 type frameKind uint8
 
 const (
-	frameMessage        frameKind = iota + 1 // either way: [handle kind][encoded value]
-	frameOnline                              // worker → primary
-	frameListen                              // worker → primary: JSON listenRequest
-	frameListenReply                         // primary → worker: JSON listenReply, maybe one handle
-	frameListening                           // worker → primary: JSON listeningNotice
-	frameConns                               // primary → worker: [key]; the handles are connections
-	frameTake                                // worker → primary: [key][n]: took n, send n more
-	frameDemand                              // worker → primary: [key][n]: accepting again, window n
-	frameRelease                             // worker → primary: [key][n]: gives back the n oldest
-	frameUnlisten                            // worker → primary: [key]: listener closed
-	frameDisconnect                          // primary → worker: disconnect yourself
-	frameExitedAfterDisconnect               // worker → primary: leaving on purpose
+	frameMessage               frameKind = iota + 1 // either way: [handle kind][encoded value]
+	frameOnline                                     // worker → primary
+	frameListen                                     // worker → primary: JSON listenRequest
+	frameListenReply                                // primary → worker: JSON listenReply, maybe one handle
+	frameListening                                  // worker → primary: JSON listeningNotice
+	frameConns                                      // primary → worker: [key]; the handles are connections
+	frameTake                                       // worker → primary: [key][n]: took n, send n more
+	frameDemand                                     // worker → primary: [key][n]: accepting again, window n
+	frameRelease                                    // worker → primary: [key][n]: gives back the n oldest
+	frameUnlisten                                   // worker → primary: [key]: listener closed
+	frameDisconnect                                 // primary → worker: disconnect yourself
+	frameExitedAfterDisconnect                      // worker → primary: leaving on purpose
 	frameKindEnd
 )
 

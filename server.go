@@ -30,7 +30,7 @@ type server struct {
 	ln      net.Listener
 	pc      net.PacketConn
 	polled  *os.File // modeRR: a copy of ln's socket that the accept loop waits on
-	boundAt string // network|address actually bound, reported to workers
+	boundAt string   // network|address actually bound, reported to workers
 
 	mu      sync.Mutex
 	cond    sync.Cond
