@@ -377,6 +377,10 @@ func (w *Worker) serve() {
 	err := w.readFrames()
 	w.ch.abort(ErrChannelClosed)
 	w.ch.reader.close()
+	// Only once the writer has stopped can the connections it was sending
+	// go to other workers: none of their descriptors may be closed, and its
+	// number reused, under a write in progress.
+	<-w.ch.done
 	dropWorker(w)
 	w.mu.Lock()
 	w.connected = false
