@@ -103,7 +103,7 @@ func (fr *frameReader) next() (frame, error) {
 	}
 	for fr.w-fr.r < frameHeaderLen {
 		if err := fr.fill(); err != nil {
-			if err == io.EOF && fr.w > fr.r {
+			if errors.Is(err, io.EOF) && fr.w > fr.r {
 				err = protocolErrorf("channel closed in the middle of a frame header")
 			}
 			return frame{}, err
@@ -168,7 +168,7 @@ func (fr *frameReader) readBody(n int) ([]byte, error) {
 }
 
 func truncated(err error) error {
-	if err == io.EOF {
+	if errors.Is(err, io.EOF) {
 		return protocolErrorf("channel closed in the middle of a frame")
 	}
 	return err
@@ -210,5 +210,5 @@ func (fr *frameReader) close() {
 
 // isClosedErr reports whether err only says that the channel went away.
 func isClosedErr(err error) bool {
-	return err == io.EOF || errors.Is(err, ErrChannelClosed) || errors.Is(err, io.ErrUnexpectedEOF) || isConnReset(err)
+	return errors.Is(err, io.EOF) || errors.Is(err, ErrChannelClosed) || errors.Is(err, io.ErrUnexpectedEOF) || isConnReset(err)
 }

@@ -15,7 +15,24 @@ const envHelper = "CLUSTERNET_TEST_HELPER"
 
 var helpers = map[string]func(){}
 
+// A test can also start the test binary as a primary of its own (to kill it,
+// or to start it as systemd would): CLUSTERNET_TEST_PRIMARY names what it
+// does, from primaries.
+const envPrimary = "CLUSTERNET_TEST_PRIMARY"
+
+var primaries = map[string]func(){}
+
 func TestMain(m *testing.M) {
+	if name, ok := os.LookupEnv(envPrimary); ok && IsPrimary() {
+		fn, ok := primaries[name]
+		if !ok {
+			fmt.Fprintf(os.Stderr, "clusternet test primary: no role %q\n", name)
+			os.Exit(3)
+		}
+		os.Unsetenv(envPrimary)
+		fn()
+		os.Exit(0)
+	}
 	if IsWorker() {
 		name := os.Getenv(envHelper)
 		fn, ok := helpers[name]

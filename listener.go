@@ -122,9 +122,16 @@ func (lc *ListenConfig) Listen(ctx context.Context, network, address string) (ne
 	switch network {
 	case "tcp", "tcp4", "tcp6", "unix":
 	default:
-		return nil, &net.OpError{Op: "listen", Net: network, Err: net.UnknownNetworkError(network)}
+		if Self() != nil { // outside a worker this is net.Listen, which decides
+			return nil, &net.OpError{Op: "listen", Net: network, Err: net.UnknownNetworkError(network)}
+		}
 	}
 	w := Self()
+	if w == nil {
+		if s := takeActivated(network, address, false); s != nil {
+			return s.ln, nil
+		}
+	}
 	if w == nil || lc.Exclusive {
 		ln, err := lc.bind(ctx, network, address, lc.ReusePort)
 		if err != nil || w == nil {
@@ -495,6 +502,7 @@ func (l *trackedListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err == nil {
 		l.set.conns.add(c)
+		self.stats.accepted.Add(1)
 	}
 	return c, err
 }

@@ -165,6 +165,7 @@ func Fork(env ...string) (*Worker, error) {
 	if err := checkEnv(env); err != nil {
 		return nil, fmt.Errorf("clusternet: Fork: %w", err)
 	}
+	activatedSockets() // inherited sockets become close-on-exec before any fork
 	cluster.mu.Lock()
 	defer cluster.mu.Unlock()
 	if cluster.policyErr != nil {

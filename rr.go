@@ -100,6 +100,7 @@ func (l *rrListener) Accept() (net.Conn, error) {
 		return nil, l.opError("accept", err)
 	}
 	l.set.conns.add(c)
+	l.w.stats.accepted.Add(1)
 	return c, nil
 }
 

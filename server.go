@@ -25,12 +25,13 @@ type server struct {
 	mode   string
 	packet bool
 
-	network string
-	address string // as asked; for modeOwn, the host with the port fixed by the first bind
-	ln      net.Listener
-	pc      net.PacketConn
-	polled  *os.File // modeRR: a copy of ln's socket that the accept loop waits on
-	boundAt string   // network|address actually bound, reported to workers
+	network   string
+	address   string // as asked; for modeOwn, the host with the port fixed by the first bind
+	ln        net.Listener
+	pc        net.PacketConn
+	inherited *activatedSocket // ln or pc came from socket activation: never closed
+	polled    *os.File         // modeRR: a copy of ln's socket that the accept loop waits on
+	boundAt   string           // network|address actually bound, reported to workers
 
 	mu      sync.Mutex
 	cond    sync.Cond
@@ -218,6 +219,11 @@ func newServer(req listenRequest, mode string, socketMode os.FileMode) (*server,
 		// port that ":0" gives the next ones.
 		return srv, nil
 	}
+	if s := takeActivated(req.Network, req.Address, req.Packet); s != nil {
+		srv.inherited, srv.ln, srv.pc = s, s.ln, s.pc
+		srv.boundAt = joinNetwork(req.Network, s.localAddr().String())
+		return srv, nil
+	}
 	var err error
 	if req.Packet {
 		srv.pc, err = bindPacket(req.Network, req.Address, false)
@@ -331,10 +337,12 @@ func (srv *server) closeLocked() {
 	if srv.polled != nil {
 		srv.polled.Close() // wakes the accept loop
 	}
-	if srv.ln != nil {
+	switch {
+	case srv.inherited != nil:
+		srv.inherited.release() // kept open for the next worker that asks
+	case srv.ln != nil:
 		srv.ln.Close()
-	}
-	if srv.pc != nil {
+	case srv.pc != nil:
 		srv.pc.Close()
 	}
 	if srv.mode != modeRR {
@@ -395,6 +403,7 @@ func (srv *server) account(sub *subscription, kind frameKind, n int) error {
 		front := sub.inflight[:n]
 		if kind == frameTake {
 			closeHandles(front) // the worker has its own copies now
+			sub.w.stats.accepted.Add(uint64(n))
 		} else {
 			srv.pending = append(append([]sysHandle(nil), front...), srv.pending...)
 			sub.active = false
@@ -464,6 +473,7 @@ func (srv *server) distribute(hs []sysHandle) []sysHandle {
 	for _, sub := range order {
 		batch := give[sub]
 		sub.inflight = append(sub.inflight, batch...)
+		sub.w.stats.handed.Add(uint64(len(batch)))
 		// On error the worker is going away; its inflight comes back when
 		// its channel reader ends.
 		b := keyFrame(frameConns, srv.key, 0, false)

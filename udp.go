@@ -21,9 +21,16 @@ func (lc *ListenConfig) ListenPacket(ctx context.Context, network, address strin
 	switch network {
 	case "udp", "udp4", "udp6":
 	default:
-		return nil, &net.OpError{Op: "listen", Net: network, Err: net.UnknownNetworkError(network)}
+		if Self() != nil { // outside a worker this is net.ListenPacket, which decides
+			return nil, &net.OpError{Op: "listen", Net: network, Err: net.UnknownNetworkError(network)}
+		}
 	}
 	w := Self()
+	if w == nil {
+		if s := takeActivated(network, address, true); s != nil {
+			return s.pc, nil
+		}
+	}
 	if w == nil || lc.Exclusive {
 		nlc := lc.ListenConfig
 		if lc.ReusePort {

@@ -91,6 +91,8 @@ type Worker struct {
 	listenedAt map[string]bool          // primary: network|address the worker reported listening on; guarded by mu
 	listenNote chan struct{}            // primary: closed and replaced at each report; guarded by mu
 
+	stats workerCounters
+
 	listeners listenerSet // worker: its clusternet listeners
 	killOnce  sync.Once   // worker: Kill leaves once
 }
@@ -211,7 +213,11 @@ func (w *Worker) Send(msg any, opts ...SendOption) error {
 		closeHandles(f.handles)
 		return fmt.Errorf("clusternet: message of %d bytes is larger than the limit of %d bytes (Settings.MaxMessageSize)", n, w.max)
 	}
-	return w.ch.send(f)
+	if err := w.ch.send(f); err != nil {
+		return err
+	}
+	w.stats.messagesOut.Add(1)
+	return nil
 }
 
 // Disconnect disconnects the worker gracefully, as Node's worker.disconnect:
@@ -304,6 +310,7 @@ func (w *Worker) deliverMessage(f frame) error {
 		w.postError(fmt.Errorf("clusternet: worker %d: dropped a message that is not valid %v: %w", w.id, w.codec, err))
 		return nil
 	}
+	w.stats.messagesIn.Add(1)
 	w.postMessage(body, h)
 	return nil
 }

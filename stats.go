@@ -1,0 +1,109 @@
+package clusternet
+
+import (
+	"expvar"
+	"sync"
+	"sync/atomic"
+)
+
+// WorkerStats counts what went through one worker.
+type WorkerStats struct {
+	ID int
+	// Handed counts the connections the primary handed to the worker
+	// (SchedRR); in a worker, the connections it was handed.
+	Handed uint64
+	// Accepted counts the connections the worker's Accept returned.
+	Accepted uint64
+	// InFlight is, in the primary, the connections handed to the worker and
+	// not yet accepted; in a worker, the connections its listeners handed
+	// out that are still open.
+	InFlight int
+	// MessagesIn and MessagesOut count messages received from and sent to
+	// the other side.
+	MessagesIn, MessagesOut uint64
+}
+
+// workerCounters are the counters behind WorkerStats.
+type workerCounters struct {
+	handed, accepted        atomic.Uint64
+	messagesIn, messagesOut atomic.Uint64
+}
+
+// Stats returns the worker's counters. In the primary they are the
+// primary's view of the worker; in a worker (Self().Stats()), the worker's own.
+func (w *Worker) Stats() WorkerStats {
+	st := WorkerStats{
+		ID:          w.id,
+		Handed:      w.stats.handed.Load(),
+		Accepted:    w.stats.accepted.Load(),
+		MessagesIn:  w.stats.messagesIn.Load(),
+		MessagesOut: w.stats.messagesOut.Load(),
+	}
+	if w.self {
+		st.InFlight = w.listeners.conns.inFlight()
+		return st
+	}
+	w.mu.Lock()
+	subs := make([]*subscription, 0, len(w.subs))
+	for _, sub := range w.subs {
+		subs = append(subs, sub)
+	}
+	w.mu.Unlock()
+	for _, sub := range subs {
+		sub.srv.mu.Lock()
+		st.InFlight += len(sub.inflight)
+		sub.srv.mu.Unlock()
+	}
+	return st
+}
+
+// ClusterStats counts what went through the primary.
+type ClusterStats struct {
+	Workers   int // live workers, as in Workers()
+	Forks     int // workers forked so far
+	Restarts  int // workers Run re-forked after they died
+	Servers   int // addresses shared with workers
+	Pending   int // connections accepted and waiting for a worker with credit (SchedRR)
+	PerWorker []WorkerStats
+}
+
+// Stats returns the primary's counters, with those of every live worker.
+func Stats() ClusterStats {
+	cluster.mu.Lock()
+	st := ClusterStats{Workers: len(cluster.workers), Forks: cluster.lastID, Servers: len(cluster.servers)}
+	servers := make([]*server, 0, len(cluster.servers))
+	for _, srv := range cluster.servers {
+		servers = append(servers, srv)
+	}
+	cluster.mu.Unlock()
+	for _, srv := range servers {
+		srv.mu.Lock()
+		st.Pending += len(srv.pending)
+		srv.mu.Unlock()
+	}
+	if s := runningSupervisor(); s != nil {
+		s.mu.Lock()
+		st.Restarts = s.restarts
+		s.mu.Unlock()
+	}
+	for _, w := range Workers() {
+		st.PerWorker = append(st.PerWorker, w.Stats())
+	}
+	return st
+}
+
+var publishOnce sync.Once
+
+// PublishExpvar publishes the cluster's statistics with expvar under the
+// name "clusternet": Stats() in the primary, Self().Stats() in a worker.
+// Calling it again does nothing.
+func PublishExpvar() {
+	publishOnce.Do(func() {
+		expvar.Publish("clusternet", expvar.Func(func() any {
+			if w := Self(); w != nil {
+				return w.Stats()
+			}
+			return Stats()
+		}))
+	})
+}
