@@ -289,7 +289,7 @@ func Disconnect(ctx context.Context) error {
 	if IsWorker() {
 		return ErrNotPrimary
 	}
-	ws := Workers()
+	ws := aliveWorkers() // also those that left Workers() on their way out
 	for _, w := range ws {
 		w.Disconnect()
 	}

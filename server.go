@@ -152,6 +152,17 @@ func listenFor(w *Worker, req listenRequest) (listenReply, []sysHandle) {
 	if srv != nil && (srv.mode != mode || srv.packet != req.Packet) {
 		return refuse(fmt.Errorf("%s %s is already shared with other workers in %s mode; this listen asks for %s", req.Network, req.Address, srv.mode, mode))
 	}
+	if srv != nil {
+		// One subscription per worker and server (w.subs is keyed by the
+		// server): a second listen on the same address fails as it would
+		// with net.Listen in one process.
+		w.mu.Lock()
+		_, again := w.subs[srv.key]
+		w.mu.Unlock()
+		if again {
+			return refuse(os.NewSyscallError("bind", syscall.EADDRINUSE))
+		}
+	}
 	if srv == nil {
 		var err error
 		if srv, err = newServer(req, mode, settings.SocketMode.Perm()); err != nil {
