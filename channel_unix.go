@@ -97,7 +97,15 @@ func isConnReset(err error) bool {
 // description, so the mode is the worker's business), close-on-exec until
 // the fork places it.
 func socketPair() (*net.UnixConn, int, error) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	// Not every Unix has SOCK_CLOEXEC: close-on-exec is set under the fork
+	// lock instead, so that no concurrent fork inherits the pair.
+	syscall.ForkLock.RLock()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	if err == nil {
+		unix.CloseOnExec(fds[0])
+		unix.CloseOnExec(fds[1])
+	}
+	syscall.ForkLock.RUnlock()
 	if err != nil {
 		return nil, -1, os.NewSyscallError("socketpair", err)
 	}
