@@ -198,5 +198,5 @@ func (w *Worker) killSelf(sig os.Signal) error {
 	if sig == nil {
 		os.Exit(0)
 	}
-	return w.proc.Signal(sig)
+	return signalProcess(w.proc, sig)
 }

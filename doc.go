@@ -29,7 +29,7 @@
 // Workers are identified by the CLUSTERNET_WORKER_ID environment variable,
 // which the package reads and removes when it is initialized, so that
 // processes started by a worker are not workers themselves. The channel to the
-// primary is an inherited Unix socket pair (a pair of pipes on Windows) that
+// primary is an inherited Unix socket pair (a duplex named pipe on Windows) that
 // nobody else can reach.
 //
 // Events (fork, online, listening, message, disconnect, exit, setup) follow

@@ -25,7 +25,7 @@ type Settings struct {
 	Stdin         io.Reader     // Node stdio; set ones override Silent
 	Stdout        io.Writer
 	Stderr        io.Writer
-	ExtraFiles    []*os.File // the worker's descriptors 3, 4, ... (Node stdio past 2); nil entries are closed
+	ExtraFiles    []*os.File // the worker's descriptors 3, 4, ... (Node stdio past 2); nil entries are closed. Windows: inherited at their handle values
 	Uid, Gid      *int       // run the worker as this user/group (Unix)
 	WindowsHide   bool       // hide the worker's console window (Windows)
 
@@ -365,7 +365,7 @@ func (w *Worker) killFromPrimary(sig os.Signal) error {
 	}
 	w.forget()
 	stopHandoffs(w)
-	if err := w.proc.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+	if err := signalProcess(w.proc, sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return fmt.Errorf("clusternet: kill worker %d: %w", w.id, err)
 	}
 	return nil
@@ -453,6 +453,10 @@ func (w *Worker) handleFrame(f frame) error {
 	}
 	return nil
 }
+
+// maxListeningReports bounds the addresses the primary remembers a worker
+// listening on: a worker that reports more is disconnected.
+const maxListeningReports = 4096
 
 // noteListening records where the worker listens, for Reload, at once:
 // not when the event's turn comes.

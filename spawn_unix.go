@@ -84,6 +84,9 @@ func rawFD(f *os.File) (uintptr, error) {
 	return fd, nil
 }
 
+// signalProcess sends sig to a worker process.
+func signalProcess(p *os.Process, sig os.Signal) error { return p.Signal(sig) }
+
 // terminateSignal is what Kill(nil) sends.
 var terminateSignal os.Signal = syscall.SIGTERM
 

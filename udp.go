@@ -61,11 +61,34 @@ func (lc *ListenConfig) ListenPacket(ctx context.Context, network, address strin
 func (s *listenerSet) trackPacket(pc net.PacketConn, key uint32) net.PacketConn {
 	uc, ok := pc.(*net.UDPConn)
 	if !ok {
-		return pc
+		c := &trackedPacketConn{PacketConn: pc, set: s, key: key}
+		s.add(c)
+		return c
 	}
 	c := &UDPConn{UDPConn: uc, set: s, key: key}
 	s.add(c)
 	return c
+}
+
+// trackedPacketConn does for any other packet connection what UDPConn does
+// for a *net.UDPConn. On Windows a socket that the primary shares with other
+// workers is one: the net package cannot adopt it.
+type trackedPacketConn struct {
+	net.PacketConn
+	set  *listenerSet
+	key  uint32
+	once sync.Once
+}
+
+func (c *trackedPacketConn) Close() error {
+	err := c.PacketConn.Close()
+	c.once.Do(func() {
+		c.set.remove(c)
+		if c.key != 0 {
+			c.set.unlisten(self, c.key)
+		}
+	})
+	return err
 }
 
 // UDPConn is a worker's UDP socket shared through the primary: a

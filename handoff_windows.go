@@ -1,0 +1,47 @@
+//go:build windows
+
+package clusternet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"syscall"
+
+	"github.com/libp2p/go-reuseport"
+)
+
+// reusePortControl sets SO_REUSEADDR, the nearest Windows has to
+// SO_REUSEPORT: sockets may bind the same port, but the system does not
+// spread connections across them.
+var reusePortControl = reuseport.Control
+
+// bindStream binds a listening socket in the primary. Windows has no file
+// permissions for Unix sockets to set, so mode is not used; the net package
+// removes the socket file when the listener closes.
+func bindStream(network, address string, backlog int, reuse bool, mode os.FileMode) (net.Listener, error) {
+	lc := ListenConfig{Backlog: backlog}
+	return lc.bind(context.Background(), network, address, reuse)
+}
+
+// bindPacket binds a UDP socket in the primary.
+func bindPacket(network, address string, reuse bool) (net.PacketConn, error) {
+	var lc net.ListenConfig
+	if reuse {
+		lc.Control = reusePortControl
+	}
+	return lc.ListenPacket(context.Background(), network, address)
+}
+
+// setBacklog leaves the listen queue as it is: Windows ignores listen on a
+// socket that already listens, so the queue keeps the length the net package
+// asked for, the system's maximum.
+func setBacklog(ln net.Listener, backlog int) error { return nil }
+
+// acceptBatch is the primary's accept for round-robin handoff, which Windows
+// never does: SchedRR is SchedNone there (see Policy.effective), as in Node.
+func acceptBatch(rc syscall.RawConn, limit int) ([]sysHandle, error) {
+	return nil, fmt.Errorf("clusternet: round-robin handoff on Windows: %w", errors.ErrUnsupported)
+}
