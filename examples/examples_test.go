@@ -1,0 +1,327 @@
+//go:build unix
+
+// The examples are tested as a user runs them: each is built with go build,
+// started as a cluster of two workers on a free loopback port, sent
+// requests, and stopped with SIGTERM, which must end every process cleanly.
+package examples_test
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// timeout bounds every wait.
+const timeout = 20 * time.Second
+
+// build builds the example in directory name and returns the binary's path.
+func build(t *testing.T, name string) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), name)
+	if out, err := exec.Command("go", "build", "-o", bin, "./"+name).CombinedOutput(); err != nil {
+		t.Fatalf("go build ./%s: %v\n%s", name, err, out)
+	}
+	return bin
+}
+
+// freeAddr returns a loopback address whose port was free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// syncBuffer collects a process's output while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// example is a running example program: its primary and its workers.
+type example struct {
+	t              *testing.T
+	addr, url      string
+	cmd            *exec.Cmd
+	stdout, stderr syncBuffer
+	exited         chan struct{}
+	waitErr        error
+}
+
+// start runs bin with two workers on a free loopback port. The primary gets
+// a process group of its own, which its workers join, so that the cleanup
+// can end them all should the test fail midway.
+func start(t *testing.T, bin string, args ...string) *example {
+	t.Helper()
+	addr := freeAddr(t)
+	e := &example{t: t, addr: addr, url: "http://" + addr + "/", exited: make(chan struct{})}
+	e.cmd = exec.Command(bin, append([]string{"-workers", "2", "-addr", addr}, args...)...)
+	e.cmd.Stdout, e.cmd.Stderr = &e.stdout, &e.stderr
+	e.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	e.cmd.WaitDelay = 5 * time.Second // should a worker outlive the primary and keep its output open
+	if err := e.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		e.waitErr = e.cmd.Wait()
+		close(e.exited)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-e.exited:
+		default:
+			syscall.Kill(-e.cmd.Process.Pid, syscall.SIGKILL)
+			<-e.exited
+		}
+		if t.Failed() {
+			t.Logf("%s stdout:\n%s\nstderr:\n%s", filepath.Base(bin), e.stdout.String(), e.stderr.String())
+		}
+	})
+	return e
+}
+
+// client makes each request on a new connection, so that the requests are
+// spread over the workers.
+var client = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+
+func get(c *http.Client, url string) (string, error) {
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("status %s", resp.Status)
+	}
+	return string(body), err
+}
+
+// dial opens a connection to the example, closed when the test ends.
+func (e *example) dial() net.Conn {
+	e.t.Helper()
+	c, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { c.Close() })
+	c.SetDeadline(time.Now().Add(timeout))
+	return c
+}
+
+// waitFor polls cond until it holds, failing the test after timeout.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+var helloBody = regexp.MustCompile(`^hello from worker (\d+) \(pid (\d+)\)\n$`)
+
+// hello makes one request to the hello example and returns the worker's id
+// and pid, or ok false if the request failed (the cluster is not up yet).
+func (e *example) hello() (id, pid int, ok bool) {
+	body, err := get(client, e.url)
+	if err != nil {
+		return 0, 0, false
+	}
+	m := helloBody.FindStringSubmatch(body)
+	if m == nil {
+		e.t.Fatalf("unexpected response %q", body)
+	}
+	id, _ = strconv.Atoi(m[1])
+	pid, _ = strconv.Atoi(m[2])
+	return id, pid, true
+}
+
+// workers makes requests until those that succeeded came from n distinct
+// workers, and returns their pids by id.
+func (e *example) workers(n int) map[int]int {
+	e.t.Helper()
+	seen := map[int]int{}
+	defer func() {
+		if e.t.Failed() {
+			e.t.Logf("pids by worker id: %v", seen)
+		}
+	}()
+	waitFor(e.t, fmt.Sprintf("responses from %d distinct workers", n), func() bool {
+		if id, pid, ok := e.hello(); ok {
+			seen[id] = pid
+		}
+		return len(seen) >= n
+	})
+	return seen
+}
+
+// stop sends SIGTERM to the primary (again: a second one is harmless) and
+// checks that it exits with code 0 in time, leaving none of the given
+// worker processes behind.
+func (e *example) stop(workerPIDs ...int) {
+	e.t.Helper()
+	e.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-e.exited:
+	case <-time.After(timeout):
+		e.t.Fatalf("still running %v after SIGTERM", timeout)
+	}
+	if e.waitErr != nil {
+		e.t.Fatalf("exited with %v after SIGTERM", e.waitErr)
+	}
+	for _, pid := range workerPIDs {
+		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+			e.t.Errorf("worker pid %d outlived the primary (kill 0: %v)", pid, err)
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+func TestHello(t *testing.T) {
+	bin := build(t, "hello")
+	for _, policy := range []string{"", "none", "reuseport"} {
+		name := policy
+		if name == "" {
+			name = "default"
+		}
+		t.Run(name, func(t *testing.T) {
+			var args []string
+			if policy != "" {
+				args = []string{"-policy", policy}
+			}
+			e := start(t, bin, args...)
+			pids := e.workers(2)
+			var all []int
+			for _, pid := range pids {
+				all = append(all, pid)
+			}
+
+			if policy == "" {
+				// A worker that dies is replaced: worker 3 takes its place.
+				if err := syscall.Kill(pids[1], syscall.SIGKILL); err != nil {
+					t.Fatal(err)
+				}
+				waitFor(t, "worker 3 to serve", func() bool {
+					id, pid, _ := e.hello()
+					if id == 3 {
+						all = append(all, pid)
+					}
+					return id == 3
+				})
+				if want := fmt.Sprintf("worker 1 (pid %d) exited (killed by killed)", pids[1]); !strings.Contains(e.stderr.String(), want) {
+					t.Errorf("stderr lacks %q", want)
+				}
+			}
+
+			// Stopping must neither drop requests nor hang on connections:
+			// a request half sent at SIGTERM and one sent afterwards on a
+			// connection the worker had already accepted both get their
+			// answer, and an idle keep-alive connection does not hold the
+			// worker up.
+			keepAlive := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{}}
+			defer keepAlive.CloseIdleConnections()
+			if _, err := get(keepAlive, e.url); err != nil {
+				t.Fatal(err)
+			}
+			halfSent, waiting := e.dial(), e.dial()
+			io.WriteString(halfSent, "POST / HTTP/1.1\r\nHost: example\r\nContent-Length: 2\r\n\r\nx")
+			time.Sleep(300 * time.Millisecond) // for the workers to take the connections
+			e.cmd.Process.Signal(syscall.SIGTERM)
+			waitFor(t, "the primary to shut down", func() bool { return strings.Contains(e.stderr.String(), "shutting down") })
+			time.Sleep(300 * time.Millisecond) // for the disconnect to reach the workers
+			io.WriteString(halfSent, "x")
+			io.WriteString(waiting, "GET / HTTP/1.1\r\nHost: example\r\n\r\n")
+			for what, conn := range map[string]net.Conn{"half sent at SIGTERM": halfSent, "sent after SIGTERM": waiting} {
+				resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+				if err != nil {
+					t.Errorf("request %s: %v", what, err)
+					continue
+				}
+				body, err := io.ReadAll(resp.Body)
+				if err != nil || !helloBody.Match(body) {
+					t.Errorf("request %s: got %q, %v", what, body, err)
+				}
+			}
+
+			e.stop(all...)
+			log := e.stderr.String()
+			for _, want := range []string{"worker 1 (pid ", ") online", "listening at " + e.addr, "shutting down", "exited (exit code 0)"} {
+				if !strings.Contains(log, want) {
+					t.Errorf("stderr lacks %q", want)
+				}
+			}
+		})
+	}
+}
+
+var numReqs = regexp.MustCompile(`numReqs = (\d+)\n`)
+
+func TestCounter(t *testing.T) {
+	e := start(t, build(t, "counter"))
+	// count returns the last count the primary printed, or -1.
+	count := func() int {
+		m := numReqs.FindAllStringSubmatch(e.stdout.String(), -1)
+		if m == nil {
+			return -1
+		}
+		n, _ := strconv.Atoi(m[len(m)-1][1])
+		return n
+	}
+
+	served := 0
+	waitFor(t, "the counter to serve", func() bool {
+		_, err := get(client, e.url)
+		if err == nil {
+			served++
+		}
+		return err == nil
+	})
+	waitFor(t, "a count", func() bool { return count() >= 0 })
+	before := count()
+	for range 10 {
+		body, err := get(client, e.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body != "hello world\n" {
+			t.Fatalf("response %q, want %q", body, "hello world\n")
+		}
+		served++
+	}
+	waitFor(t, fmt.Sprintf("the count to reach %d (printed %d before the last 10 requests)", served, before), func() bool {
+		return count() >= served
+	})
+	if before >= served {
+		t.Errorf("the count did not grow: %d before the last 10 requests, %d after", before, served)
+	}
+	e.stop()
+}
