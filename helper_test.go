@@ -43,6 +43,11 @@ func TestMain(m *testing.M) {
 		fn()
 		os.Exit(0)
 	}
+	// A race-enabled worker sleeps a second at exit unless told not to, and
+	// the tests wait for many exits.
+	if _, ok := os.LookupEnv("GORACE"); !ok {
+		os.Setenv("GORACE", "atexit_sleep_ms=0")
+	}
 	os.Exit(m.Run())
 }
 

@@ -448,9 +448,9 @@ func TestWindowsExitStatus(t *testing.T) {
 		if err := w.Kill(nil); err != nil {
 			t.Fatalf("Kill: %v", err)
 		}
-		// TerminateProcess, which os.Process.Kill uses, leaves exit code 1.
-		if s := recv(t, exit, "the exit"); s != (ExitStatus{Code: 1}) {
-			t.Errorf("exit status %v, want code 1", s)
+		// Windows records no signal: the primary reports the one it sent.
+		if s := recv(t, exit, "the exit"); s != (ExitStatus{Code: -1, Signal: os.Kill}) {
+			t.Errorf("exit status %v, want killed by os.Kill", s)
 		}
 		if !w.IsDead() || w.ExitedAfterDisconnect() || w.State() != Dead {
 			t.Errorf("after Kill: IsDead %v, ExitedAfterDisconnect %v, State %v; want true, false, dead", w.IsDead(), w.ExitedAfterDisconnect(), w.State())

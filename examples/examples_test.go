@@ -237,7 +237,7 @@ func TestHello(t *testing.T) {
 					}
 					return id == 3
 				})
-				if want := fmt.Sprintf("worker 1 (pid %d) exited (killed by killed)", pids[1]); !strings.Contains(e.stderr.String(), want) {
+				if want := fmt.Sprintf("worker 1 (pid %d) exited (signal: killed)", pids[1]); !strings.Contains(e.stderr.String(), want) {
 					t.Errorf("stderr lacks %q", want)
 				}
 			}

@@ -1,6 +1,7 @@
-// Command hello is an HTTP server that runs as a cluster: the primary forks
-// workers, which all serve on the same address, and re-forks any worker that
-// dies unexpectedly.
+// Command hello is an HTTP server that runs as a cluster: the primary keeps
+// workers running, which all serve on the same address; it re-forks any
+// worker that dies, reloads them without dropping a request on SIGHUP, and
+// shuts down gracefully on SIGINT or SIGTERM.
 //
 //	go run ./examples/hello -workers 4 -addr :8000
 //	curl localhost:8000
@@ -11,11 +12,11 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
 	"runtime"
-	"syscall"
 	"time"
 
 	"github.com/clusternet-go/clusternet"
@@ -50,10 +51,7 @@ func main() {
 }
 
 func primary(n int) {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	log.Printf("primary %d: forking %d workers, policy %v", os.Getpid(), n, clusternet.SchedulingPolicy())
-
+	log.Printf("primary %d: %d workers, policy %v", os.Getpid(), n, clusternet.SchedulingPolicy())
 	clusternet.OnOnline(func(w *clusternet.Worker) {
 		log.Printf("worker %d (pid %d) online", w.ID(), w.Process().Pid)
 	})
@@ -62,38 +60,17 @@ func primary(n int) {
 	})
 	clusternet.OnExit(func(w *clusternet.Worker, st clusternet.ExitStatus) {
 		log.Printf("worker %d (pid %d) exited (%v)", w.ID(), w.Process().Pid, st)
-		if w.ExitedAfterDisconnect() {
-			return // it was told to leave
-		}
-		// It crashed or was killed: replace it, after a pause so that a
-		// worker that dies at once does not make the primary spin.
-		go func() {
-			time.Sleep(time.Second)
-			if ctx.Err() != nil {
-				return // shutting down
-			}
-			if _, err := clusternet.Fork(); err != nil {
-				log.Print(err)
-			}
-		}()
 	})
-	for range n {
-		if _, err := clusternet.Fork(); err != nil {
-			log.Fatal(err)
-		}
+	// Run keeps n workers: it re-forks those that die (with backoff), reloads
+	// them one by one on SIGHUP and shuts down gracefully on SIGINT/SIGTERM.
+	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	err := clusternet.Run(context.Background(), n,
+		clusternet.WithLogger(logger),
+		clusternet.WithShutdownTimeout(10*time.Second))
+	if err != nil {
+		log.Fatal(err)
 	}
-
-	<-ctx.Done()
-	log.Print("shutting down")
-	ws := clusternet.Workers() // Disconnect takes them out of Workers(): keep them to kill stragglers
-	dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := clusternet.Disconnect(dctx); err != nil {
-		for _, w := range ws {
-			w.Kill(nil)
-		}
-		log.Fatalf("disconnect: %v; killed the workers", err)
-	}
+	log.Print("stopped")
 }
 
 func worker(addr string) {
