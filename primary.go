@@ -209,6 +209,7 @@ func Fork(env ...string) (*Worker, error) {
 		env:        env,
 		listenNote: make(chan struct{}),
 	}
+	w.ch.limit = sendQueueLimit(s.MaxMessageSize) // before anything is sent
 	cluster.workers[id] = w
 	cluster.alive[w] = true
 	events.post(func() {
@@ -242,6 +243,11 @@ func workerEnv(s *Settings, id int, extra []string) []string {
 	out := make([]string, 0, len(env))
 	for i := len(env) - 1; i >= 0; i-- {
 		k, _, _ := strings.Cut(env[i], "=")
+		if k == "" {
+			// Windows keeps per-drive directories as "=C:=C:\dir": keep them as they are.
+			out = append(out, env[i])
+			continue
+		}
 		if envCaseInsensitive {
 			k = strings.ToUpper(k)
 		}
@@ -365,9 +371,15 @@ func (w *Worker) killFromPrimary(sig os.Signal) error {
 	}
 	w.forget()
 	stopHandoffs(w)
-	if err := signalProcess(w.proc, sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+	if err := signalProcess(w.proc, sig); err != nil {
+		if errors.Is(err, os.ErrProcessDone) {
+			return nil
+		}
 		return fmt.Errorf("clusternet: kill worker %d: %w", w.id, err)
 	}
+	w.mu.Lock()
+	w.killedWith = sig
+	w.mu.Unlock()
 	return nil
 }
 
@@ -386,6 +398,9 @@ func (w *Worker) serve() {
 	w.mu.Lock()
 	w.connected = false
 	w.mu.Unlock()
+	if oerr := w.ch.closedErr(); oerr != nil {
+		err = oerr // the channel closed itself: say why, not that it closed
+	}
 	if err != nil && !isClosedErr(err) {
 		w.postError(fmt.Errorf("clusternet: worker %d: %w", w.id, err))
 	}
@@ -426,6 +441,12 @@ func (w *Worker) handleFrame(f frame) error {
 		return w.deliverMessage(f)
 	case frameOnline:
 		w.mu.Lock()
+		if w.online {
+			// Each report would be an event: a worker repeating it
+			// without end would grow the event queue.
+			w.mu.Unlock()
+			return protocolErrorf("worker reported online twice")
+		}
 		w.online = true
 		w.noteLocked()
 		w.mu.Unlock()
@@ -460,14 +481,19 @@ const maxListeningReports = 4096
 
 // noteListening records where the worker listens, for Reload, at once:
 // not when the event's turn comes.
-func (w *Worker) noteListening(a Address) {
+func (w *Worker) noteListening(a Address) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.listenedAt == nil {
 		w.listenedAt = make(map[string]bool)
 	}
-	w.listenedAt[joinNetwork(a.Network, a.String())] = true
+	key := joinNetwork(a.Network, a.String())
+	if !w.listenedAt[key] && len(w.listenedAt) >= maxListeningReports {
+		return protocolErrorf("worker reported listening on more than %d addresses", maxListeningReports)
+	}
+	w.listenedAt[key] = true
 	w.noteLocked()
+	return nil
 }
 
 // noteLocked wakes those waiting for w's next report. Called with w.mu held.
@@ -501,7 +527,11 @@ func (w *Worker) listenedAddresses() map[string]bool {
 
 // postListening emits the listening event.
 func (w *Worker) postListening(a Address) {
+	// The event waits for the handlers in the worker's inbox, as a message
+	// does: a worker that reports without end only slows its own reader.
+	w.inbox.reserve(0)
 	events.post(func() {
+		defer w.inbox.release(0)
 		w.mu.Lock()
 		if w.state == Online || w.state == None {
 			w.state = Listening
@@ -520,7 +550,10 @@ func (w *Worker) postListening(a Address) {
 // everything the worker wrote, emits the exit event.
 func (w *Worker) wait() {
 	ps, err := w.proc.Wait()
-	status := exitStatus(ps, err)
+	w.mu.Lock()
+	killedWith := w.killedWith
+	w.mu.Unlock()
+	status := exitStatus(ps, err, killedWith)
 	<-w.readerDone
 	w.mu.Lock()
 	w.dead = true

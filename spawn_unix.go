@@ -92,7 +92,9 @@ var terminateSignal os.Signal = syscall.SIGTERM
 
 const envCaseInsensitive = false
 
-func exitStatus(ps *os.ProcessState, err error) ExitStatus {
+// exitStatus reads the status the kernel reports; killedWith, what the
+// primary sent, does not matter here: a worker may catch a signal and exit.
+func exitStatus(ps *os.ProcessState, err error, _ os.Signal) ExitStatus {
 	if err != nil || ps == nil {
 		return ExitStatus{Code: -1}
 	}

@@ -202,9 +202,15 @@ const envCaseInsensitive = true
 
 // exitStatus reports the exit code. Windows has no signals: a worker ended
 // by Kill was terminated with exit code 1, as os.Process.Kill does.
-func exitStatus(ps *os.ProcessState, err error) ExitStatus {
+// exitStatus reports a worker that the primary killed as killed by the
+// signal it was sent: Windows records no signals, and os.Process.Kill ends a
+// process with exit code 1.
+func exitStatus(ps *os.ProcessState, err error, killedWith os.Signal) ExitStatus {
 	if err != nil || ps == nil {
 		return ExitStatus{Code: -1}
+	}
+	if killedWith != nil && ps.ExitCode() == 1 {
+		return ExitStatus{Code: -1, Signal: killedWith}
 	}
 	return ExitStatus{Code: ps.ExitCode()}
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 )
 
 // State is a worker's place in its life, as Node's worker.state.
@@ -44,10 +45,11 @@ type ExitStatus struct {
 	Signal os.Signal // the signal that killed the process, or nil
 }
 
-// String describes the status as "exit code 3" or "killed by terminated".
+// String describes the status as "exit code 3" or "signal: terminated",
+// as os.ProcessState does.
 func (s ExitStatus) String() string {
 	if s.Signal != nil {
-		return "killed by " + s.Signal.String()
+		return "signal: " + s.Signal.String()
 	}
 	return fmt.Sprintf("exit code %d", s.Code)
 }
@@ -72,6 +74,7 @@ type Worker struct {
 	disconnecting         bool
 	online                bool       // primary: the worker reported in (set on receipt, not at the event)
 	status                ExitStatus // primary: how the process ended, once dead
+	killedWith            os.Signal  // primary: the signal Kill sent
 
 	onOnline     handlers[func()]
 	onListening  handlers[func(Address)]
@@ -93,8 +96,9 @@ type Worker struct {
 
 	stats workerCounters
 
-	listeners listenerSet // worker: its clusternet listeners
-	killOnce  sync.Once   // worker: Kill leaves once
+	listeners listenerSet   // worker: its clusternet listeners
+	killOnce  sync.Once     // worker: Kill leaves once
+	early     earlyMessages // worker: messages that came before the first OnMessage
 }
 
 // ID returns the worker's id: 1, 2, 3... in fork order, as Node's worker.id.
@@ -173,8 +177,15 @@ func (w *Worker) OnOnline(fn func()) { w.onOnline.add(fn) }
 func (w *Worker) OnListening(fn func(Address)) { w.onListening.add(fn) }
 
 // OnMessage adds a handler for messages from the worker (in a worker, from
-// the primary).
-func (w *Worker) OnMessage(fn func(Message)) { w.onMessage.add(fn) }
+// the primary). In a worker, messages that arrive before the first handler
+// is added are kept for it, so that what the primary sends right after Fork
+// is not lost while the worker starts.
+func (w *Worker) OnMessage(fn func(Message)) {
+	w.onMessage.add(fn)
+	if w.self && !w.early.heard.Load() {
+		w.hearMessages()
+	}
+}
 
 // OnDisconnect adds a handler for the worker's disconnect event: the channel
 // is closed.
@@ -255,9 +266,65 @@ func (w *Worker) Kill(sig os.Signal) error {
 // postMessage queues a message event for w's handlers (and, in the primary,
 // the cluster's).
 func (w *Worker) postMessage(body []byte, h *receivedHandle) {
-	n := len(body)
-	w.inbox.reserve(n)
 	m := Message{data: append([]byte(nil), body...), codec: w.codec, h: h}
+	if w.self && !w.early.heard.Load() {
+		w.early.mu.Lock()
+		defer w.early.mu.Unlock()
+		if !w.early.heard.Load() {
+			w.early.hold(m)
+			return
+		}
+	}
+	w.queueMessage(m)
+}
+
+// earlyMessages holds, in a worker, the messages that arrive before its
+// first Self().OnMessage handler: the primary may send as soon as Fork
+// returns, before the worker's main has run and added its handlers (a Node
+// worker hears such messages: its handlers are added before its event loop
+// reads the channel). Beyond the inbox limits the oldest are dropped, so
+// that a worker that never listens for messages neither grows nor stalls.
+type earlyMessages struct {
+	mu    sync.Mutex
+	heard atomic.Bool // OnMessage was called: messages go to the handlers
+	held  []Message
+	bytes int
+}
+
+// hold keeps m for the first handler. Called with mu held.
+func (e *earlyMessages) hold(m Message) {
+	e.held = append(e.held, m)
+	e.bytes += len(m.data)
+	for len(e.held) > 1 && (len(e.held) > inboxMaxMessages || e.bytes > inboxMaxBytes) {
+		if e.held[0].h != nil {
+			e.held[0].h.release()
+		}
+		e.bytes -= len(e.held[0].data)
+		e.held[0] = Message{}
+		e.held = e.held[1:]
+	}
+}
+
+// hearMessages delivers the held messages, in order, once a worker has
+// its first message handler; later messages follow them.
+func (w *Worker) hearMessages() {
+	w.early.mu.Lock()
+	defer w.early.mu.Unlock()
+	if w.early.heard.Load() {
+		return
+	}
+	for _, m := range w.early.held {
+		w.queueMessage(m)
+	}
+	w.early.held, w.early.bytes = nil, 0
+	// Only now: the reader checks heard without the lock, and must not
+	// queue a new message ahead of the held ones.
+	w.early.heard.Store(true)
+}
+
+func (w *Worker) queueMessage(m Message) {
+	n, h := len(m.data), m.h
+	w.inbox.reserve(n)
 	events.post(func() {
 		defer w.inbox.release(n)
 		for _, fn := range w.onMessage.list() {
