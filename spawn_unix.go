@@ -71,19 +71,6 @@ func startProcess(s *Settings, env []string, stdio *childStdio, channel sysHandl
 	return os.FindProcess(pid)
 }
 
-// rawFD returns f's descriptor without changing its blocking mode, as Fd would.
-func rawFD(f *os.File) (uintptr, error) {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
-	var fd uintptr
-	if err := rc.Control(func(s uintptr) { fd = s }); err != nil {
-		return 0, err
-	}
-	return fd, nil
-}
-
 // signalProcess sends sig to a worker process.
 func signalProcess(p *os.Process, sig os.Signal) error { return p.Signal(sig) }
 

@@ -53,7 +53,7 @@ func startProcess(s *Settings, env []string, stdio *childStdio, channel sysHandl
 		var h uintptr // 0: none
 		if f != nil {
 			var err error
-			if h, err = rawHandle(f); err != nil {
+			if h, err = rawFD(f); err != nil {
 				return nil, fmt.Errorf("standard handle %d for the worker: %w", i, err)
 			}
 		}
@@ -64,7 +64,7 @@ func startProcess(s *Settings, env []string, stdio *childStdio, channel sysHandl
 		if f == nil {
 			continue
 		}
-		h, err := rawHandle(f)
+		h, err := rawFD(f)
 		if err != nil {
 			return nil, fmt.Errorf("Settings.ExtraFiles[%d]: %w", i, err)
 		}
@@ -104,20 +104,6 @@ func startProcess(s *Settings, env []string, stdio *childStdio, channel sysHandl
 		return nil, err
 	}
 	return p, nil
-}
-
-// rawHandle returns f's handle without taking it off the runtime's
-// completion port, as Fd would.
-func rawHandle(f *os.File) (uintptr, error) {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
-	var h uintptr
-	if err := rc.Control(func(fd uintptr) { h = fd }); err != nil {
-		return 0, err
-	}
-	return h, nil
 }
 
 var procGetHandleInformation = windows.NewLazySystemDLL("kernel32.dll").NewProc("GetHandleInformation")

@@ -5,6 +5,21 @@ import (
 	"os"
 )
 
+// rawFD returns f's descriptor (handle on Windows) for a child to inherit,
+// without what Fd does to it: Fd puts a non-blocking descriptor into
+// blocking mode, and takes a handle off the runtime's completion port.
+func rawFD(f *os.File) (uintptr, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var fd uintptr
+	if err := rc.Control(func(s uintptr) { fd = s }); err != nil {
+		return 0, err
+	}
+	return fd, nil
+}
+
 // childStdio is what a new worker gets as descriptors 0, 1 and 2, and what
 // the primary must do around the start.
 type childStdio struct {

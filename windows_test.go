@@ -588,7 +588,7 @@ func TestWindowsSettings(t *testing.T) {
 		path := f.Name()
 		t.Cleanup(func() { os.Remove(path) }) // after the worker is gone
 		defer f.Close()
-		h, err := rawHandle(f)
+		h, err := rawFD(f)
 		if err != nil {
 			t.Fatal(err)
 		}
