@@ -1,6 +1,8 @@
 package clusternet
 
 import (
+	"fmt"
+	"math"
 	"sync"
 )
 
@@ -27,6 +29,32 @@ type channel struct {
 	closing bool // no more sends; the writer flushes the queue, then closes
 	err     error
 	done    chan struct{} // closed when the writer has exited and the transport is closed
+
+	// limit bounds the bytes queued and not yet written (0: no bound). A
+	// peer that reads nothing would otherwise grow this process's memory
+	// without end: past the limit the channel is closed, and overflow says
+	// why.
+	limit    int
+	queued   int
+	overflow error
+}
+
+// sendQueueLimit is the primary's bound on what it queues for one worker:
+// 4 × Settings.MaxMessageSize, at least 16 MiB.
+func sendQueueLimit(maxMessage int) int {
+	const floor = 16 << 20
+	if maxMessage > (math.MaxInt-floor)/4 {
+		return math.MaxInt
+	}
+	return max(4*maxMessage, floor)
+}
+
+// closedErr returns why the channel closed itself, if it did: the peer left
+// too much unread.
+func (ch *channel) closedErr() error {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	return ch.overflow
 }
 
 func newChannel(t transport, maxFrame int) *channel {
@@ -46,6 +74,19 @@ func (ch *channel) send(f outFrame) error {
 		}
 		return ErrChannelClosed
 	}
+	if ch.limit > 0 && ch.queued > 0 && ch.queued+len(f.b) > ch.limit {
+		ch.overflow = fmt.Errorf("disconnected: it does not read its channel (%d bytes queued for it, the limit is %d)", ch.queued, ch.limit)
+		ch.closing = true
+		ch.err = ch.overflow
+		ch.cond.Signal()
+		ch.mu.Unlock()
+		if !f.keep {
+			closeHandles(f.handles)
+		}
+		ch.t.close() // unblocks the writer and the reader
+		return fmt.Errorf("%w: %w", ErrChannelClosed, ch.overflow)
+	}
+	ch.queued += len(f.b)
 	ch.queue = append(ch.queue, f)
 	if len(ch.queue) == 1 {
 		ch.cond.Signal()
@@ -116,8 +157,13 @@ func (ch *channel) writeLoop() {
 		}
 		err = ch.write(batch)
 		ch.finish(batch, err)
+		written := 0
+		for _, f := range batch {
+			written += len(f.b)
+		}
 		clear(batch)
 		ch.mu.Lock()
+		ch.queued -= written
 		ch.spare = batch[:0]
 		ch.mu.Unlock()
 		if err != nil {

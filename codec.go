@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/gob"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
 )
@@ -66,6 +67,9 @@ func (s Serialization) encode(dst *bytes.Buffer, v any) error {
 func (s Serialization) check(data []byte) error {
 	switch s {
 	case Gob:
+		if err := gobFramed(data); err != nil {
+			return err
+		}
 		dec := gob.NewDecoder(bytes.NewReader(data))
 		if err := dec.DecodeValue(reflect.Value{}); err != nil { // decodes and discards
 			return err
@@ -74,6 +78,33 @@ func (s Serialization) check(data []byte) error {
 		if !json.Valid(data) {
 			return fmt.Errorf("invalid JSON")
 		}
+	}
+	return nil
+}
+
+// gobFramed checks that each message of a gob stream lies within data
+// before gob reads it: gob allocates up to 10 MiB for a message length
+// that data does not back, which a peer could repeat with 5-byte messages.
+func gobFramed(data []byte) error {
+	for len(data) > 0 {
+		// A gob unsigned integer: one byte below 0x80, or the negated
+		// count of the big-endian bytes that follow.
+		n, width := uint64(data[0]), 1
+		if n >= 0x80 {
+			width += -int(int8(data[0]))
+			if width > 9 || width > len(data) {
+				return errors.New("gob: malformed message length")
+			}
+			n = 0
+			for _, b := range data[1:width] {
+				n = n<<8 | uint64(b)
+			}
+		}
+		data = data[width:]
+		if n > uint64(len(data)) {
+			return fmt.Errorf("gob: a message of %d bytes in %d", n, len(data))
+		}
+		data = data[n:]
 	}
 	return nil
 }

@@ -33,8 +33,11 @@ type Settings struct {
 	// address for a worker; an error refuses the worker's Listen with it.
 	// It exists for a primary with privileges its workers lack (root binding
 	// port 80 for workers running as an unprivileged Uid/Gid): without it a
-	// compromised worker could ask the primary to bind any port or create a
-	// socket file anywhere the primary may.
+	// compromised worker could ask the primary to bind any port (22) or
+	// create a socket file anywhere the primary may (/etc). network and
+	// address are as the worker asked ("127.0.0.1:ssh" and "tcp :22" name
+	// port 22 too): compare them with an allow-list of exact strings rather
+	// than parsing them.
 	AllowListen func(w *Worker, network, address string) error
 
 	// SocketMode is the permission of the Unix socket files the primary
@@ -44,7 +47,10 @@ type Settings struct {
 
 	// MaxMessageSize bounds one message, in bytes, in both directions: Send
 	// refuses larger ones and a peer that sends one is disconnected.
-	// Default DefaultMaxMessageSize.
+	// Default DefaultMaxMessageSize. It also bounds what the primary queues
+	// for a worker that does not read its channel: past 4 × MaxMessageSize
+	// (at least 16 MiB) unwritten, the worker is disconnected, with an
+	// error event.
 	MaxMessageSize int
 }
 

@@ -78,7 +78,9 @@ func handleListenFrame(w *Worker, f frame) error {
 		if err := json.Unmarshal(f.body, &a); err != nil {
 			return protocolErrorf("malformed listening notice: %v", err)
 		}
-		w.noteListening(a)
+		if err := w.noteListening(a); err != nil {
+			return err
+		}
 		w.postListening(a)
 	case frameUnlisten:
 		key, _, err := parseKeyFrame(f, false)
