@@ -2,7 +2,14 @@
 
 package clusternet
 
-import "golang.org/x/sys/windows"
+import (
+	"io/fs"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/windows"
+)
 
 // underWine reports whether the tests run under Wine, whose ntdll says so.
 var underWine = windows.NewLazySystemDLL("ntdll.dll").NewProc("wine_get_version").Find() == nil
@@ -26,4 +33,30 @@ func platformLacks(feature string) string {
 		}
 	}
 	return ""
+}
+
+// testTempDir is t.TempDir, except that under Wine, where Go's RemoveAll
+// fails on directories ("unlinkat: Invalid function"), the cleanup removes
+// the tree entry by entry.
+func testTempDir(t testing.TB) string {
+	if !underWine {
+		return t.TempDir()
+	}
+	dir, err := os.MkdirTemp("", "clusternet-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		var paths []string
+		filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+			paths = append(paths, p)
+			return nil
+		})
+		for i := len(paths) - 1; i >= 0; i-- { // children before parents
+			if err := os.Remove(paths[i]); err != nil {
+				t.Errorf("removing the test's temporary files: %v", err)
+			}
+		}
+	})
+	return dir
 }

@@ -377,15 +377,20 @@ func (w *Worker) killFromPrimary(sig os.Signal) error {
 	}
 	w.forget()
 	stopHandoffs(w)
+	// Recorded first: the process may be gone, and its status read, before
+	// signalProcess returns.
+	w.mu.Lock()
+	w.killedWith = sig
+	w.mu.Unlock()
 	if err := signalProcess(w.proc, sig); err != nil {
+		w.mu.Lock()
+		w.killedWith = nil
+		w.mu.Unlock()
 		if errors.Is(err, os.ErrProcessDone) {
 			return nil
 		}
 		return fmt.Errorf("clusternet: kill worker %d: %w", w.id, err)
 	}
-	w.mu.Lock()
-	w.killedWith = sig
-	w.mu.Unlock()
 	return nil
 }
 

@@ -747,7 +747,7 @@ func TestProcessForkEnv(t *testing.T) {
 
 // Settings.Dir is the worker's working directory (Node's cwd).
 func TestProcessDir(t *testing.T) {
-	dir := t.TempDir()
+	dir := testTempDir(t)
 	pmSetup(t, Settings{Dir: dir})
 	w := fork(t, "pm-info")
 	var info pmInfo
@@ -762,8 +762,8 @@ func TestProcessDir(t *testing.T) {
 // A bad Dir or Exec makes Fork fail with the start error, and no worker.
 func TestProcessForkStartError(t *testing.T) {
 	for _, s := range []Settings{
-		{Dir: filepath.Join(t.TempDir(), "missing")},
-		{Exec: filepath.Join(t.TempDir(), "no-such-program")},
+		{Dir: filepath.Join(testTempDir(t), "missing")},
+		{Exec: filepath.Join(testTempDir(t), "no-such-program")},
 	} {
 		pmSetup(t, s)
 		before := Workers()
