@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -22,8 +23,12 @@ func init() {
 			os.Exit(1)
 		}
 		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path == "/crash" {
+			switch r.URL.Path {
+			case "/crash":
 				os.Exit(2)
+			case "/slow":
+				Self().Send("slow") // this request is in progress
+				time.Sleep(300 * time.Millisecond)
 			}
 			fmt.Fprintf(w, "worker %d", Self().ID())
 		})}
@@ -193,5 +198,68 @@ func TestReloadUnderLoad(t *testing.T) {
 	}
 	if err := run.stop(t); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// slowStarted hears the workers say that a /slow request is in progress.
+var slowStarted = sync.OnceValue(func() chan struct{} {
+	ch := make(chan struct{}, 1024)
+	OnMessage(func(_ *Worker, m Message) {
+		var s string
+		if m.Decode(&s) == nil && s == "slow" {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	})
+	return ch
+})
+
+// TestRunShutdownUnderLoad ends Run while requests are in progress in the
+// workers: each must get its answer before the workers exit.
+func TestRunShutdownUnderLoad(t *testing.T) {
+	started := slowStarted()
+	for len(started) > 0 {
+		<-started
+	}
+	addr := freePort(t)
+	withSettings(t, Settings{Env: []string{envHelper + "=sup-http", "ADDR=" + addr}})
+	run := startRun(t, 2)
+	waitListening(t, 2)
+	const inFlight = 20
+	results := make(chan error, inFlight)
+	for range inFlight {
+		go func() {
+			c := &http.Client{Timeout: testTimeout}
+			resp, err := c.Get("http://" + addr + "/slow")
+			if err == nil {
+				_, err = io.ReadAll(resp.Body)
+				resp.Body.Close()
+			}
+			results <- err
+		}()
+	}
+	for range inFlight {
+		recv(t, started, "a request to be in progress")
+	}
+	start := time.Now()
+	if err := run.stop(t); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	took := time.Since(start)
+	failed := 0
+	for range inFlight {
+		if err := recv(t, results, "a response"); err != nil {
+			failed++
+			t.Logf("request failed: %v", err)
+		}
+	}
+	t.Logf("graceful shutdown with %d requests in progress took %v; %d failed", inFlight, took.Round(time.Millisecond), failed)
+	if failed != 0 {
+		t.Fatalf("%d of %d requests in progress failed", failed, inFlight)
+	}
+	if ws := aliveWorkers(); len(ws) != 0 {
+		t.Fatalf("%d workers alive after Run returned", len(ws))
 	}
 }
