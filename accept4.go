@@ -1,4 +1,4 @@
-//go:build linux || freebsd || dragonfly || illumos
+//go:build (linux && (386 || s390x)) || freebsd || dragonfly || illumos
 
 package clusternet
 

@@ -1,0 +1,17 @@
+//go:build linux && !386 && !s390x
+
+package clusternet
+
+import "golang.org/x/sys/unix"
+
+// accept is accept4 without the peer's address, which the primary has no
+// use for: unix.Accept4 copies it out, allocates it and, for IPv4, asks for
+// the socket's protocol with a second system call (getsockopt SO_PROTOCOL)
+// on every connection.
+func accept(fd int) (int, error) {
+	nfd, _, errno := unix.Syscall6(unix.SYS_ACCEPT4, uintptr(fd), 0, 0, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+	if errno != 0 {
+		return -1, errno
+	}
+	return int(nfd), nil
+}
