@@ -132,25 +132,6 @@ func pmFDs(t testing.TB) int {
 	return n
 }
 
-// pmFDsAtMost waits until this process has at most n descriptors: the
-// descriptors of a worker that is gone may be closed by goroutines that
-// finish after its exit event, but a leaked one never is.
-func pmFDsAtMost(t testing.TB, n int, what string) {
-	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for {
-		got := pmFDs(t)
-		if got <= n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Errorf("%s: %d descriptors open, want at most %d", what, got, n)
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // pmGone reports whether process pid has ended (a zombie has).
 func pmGone(pid int) bool {
 	if runtime.GOOS == "linux" {
@@ -337,7 +318,7 @@ func TestProcessUnclaimedHandlesClosed(t *testing.T) {
 			break
 		}
 	}
-	pmFDsAtMost(t, mine, fmt.Sprintf("primary after %d unclaimed handles", n))
+	relFDsAtMost(t, mine, fmt.Sprintf("primary after %d unclaimed handles", n))
 }
 
 // When the primary dies (SIGKILL, no chance to clean up), its workers are

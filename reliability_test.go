@@ -851,7 +851,7 @@ func relFDs(t testing.TB) int {
 // its exit event, but a leaked one never is.
 func relFDsAtMost(t testing.TB, n int, what string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(testTimeout)
 	for {
 		got := relFDs(t)
 		if got <= n {
