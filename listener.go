@@ -430,7 +430,7 @@ func (s *listenerSet) unlisten(w *Worker, key uint32) {
 // track registers a listener that accepts on its own socket, so that
 // Disconnect closes it and waits for its connections.
 func (s *listenerSet) track(ln net.Listener, network string, key uint32) net.Listener {
-	tl := &trackedListener{Listener: ln, set: s, key: key}
+	tl := &trackedListener{Listener: ln, membership: membership{set: s, key: key}}
 	s.add(tl)
 	return tl
 }
@@ -491,9 +491,7 @@ func (s *listenerSet) channelClosed() {
 // the primary, or its own SO_REUSEPORT socket).
 type trackedListener struct {
 	net.Listener
-	set  *listenerSet
-	key  uint32 // 0 when the primary is not involved (Exclusive)
-	once sync.Once
+	membership
 }
 
 func (l *trackedListener) Accept() (net.Conn, error) {
@@ -509,13 +507,26 @@ func (l *trackedListener) Accept() (net.Conn, error) {
 
 func (l *trackedListener) Close() error {
 	err := l.Listener.Close()
-	l.once.Do(func() {
-		l.set.remove(l)
-		if l.key != 0 {
-			l.set.unlisten(self, l.key)
+	l.leave(l)
+	return err
+}
+
+// membership is what a worker's socket of its own holds of the worker's
+// listener set and, when the primary shares it, of the primary's server.
+type membership struct {
+	set  *listenerSet
+	key  uint32 // 0 when the primary is not involved (Exclusive)
+	once sync.Once
+}
+
+// leave takes c out of the worker's set and tells the primary, once.
+func (m *membership) leave(c closer) {
+	m.once.Do(func() {
+		m.set.remove(c)
+		if m.key != 0 {
+			m.set.unlisten(self, m.key)
 		}
 	})
-	return err
 }
 
 // connTracker remembers the connections a worker's listeners handed out, so

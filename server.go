@@ -365,28 +365,29 @@ func (srv *server) closeLocked() {
 
 // dropWorker removes a worker whose channel is closed from every server.
 func dropWorker(w *Worker) {
+	for _, sub := range w.subscriptions(true) {
+		sub.srv.unsubscribe(sub)
+	}
+}
+
+// subscriptions returns w's subscriptions, and forgets them with clear.
+func (w *Worker) subscriptions(clear bool) []*subscription {
 	w.mu.Lock()
+	defer w.mu.Unlock()
 	subs := make([]*subscription, 0, len(w.subs))
 	for key, sub := range w.subs {
 		subs = append(subs, sub)
-		delete(w.subs, key)
+		if clear {
+			delete(w.subs, key)
+		}
 	}
-	w.mu.Unlock()
-	for _, sub := range subs {
-		sub.srv.unsubscribe(sub)
-	}
+	return subs
 }
 
 // stopHandoffs sends a worker that is being disconnected or killed no more
 // connections; those it has not taken come back when it unlistens or dies.
 func stopHandoffs(w *Worker) {
-	w.mu.Lock()
-	subs := make([]*subscription, 0, len(w.subs))
-	for _, sub := range w.subs {
-		subs = append(subs, sub)
-	}
-	w.mu.Unlock()
-	for _, sub := range subs {
+	for _, sub := range w.subscriptions(false) {
 		srv := sub.srv
 		srv.mu.Lock()
 		sub.active = false

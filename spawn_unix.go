@@ -5,8 +5,6 @@ package clusternet
 import (
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"syscall"
@@ -19,13 +17,9 @@ import (
 // The child gets stdio as 0, 1, 2, Settings.ExtraFiles from 3, and the
 // channel right after them.
 func startProcess(s *Settings, env []string, stdio *childStdio, channel sysHandle) (*os.Process, error) {
-	path := s.Exec
-	if filepath.Base(path) == path {
-		lp, err := exec.LookPath(path)
-		if err != nil {
-			return nil, err
-		}
-		path = lp
+	path, err := execPath(s.Exec)
+	if err != nil {
+		return nil, err
 	}
 	var files []uintptr
 	for _, f := range append(stdio.files[:], s.ExtraFiles...) {
@@ -59,7 +53,6 @@ func startProcess(s *Settings, env []string, stdio *childStdio, channel sysHandl
 	}
 	setParentDeathSignal(attr.Sys)
 	var pid int
-	var err error
 	onForkThread(func() {
 		pid, _, err = syscall.StartProcess(path, append([]string{s.Exec}, s.Args...), attr)
 	})

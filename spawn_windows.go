@@ -6,8 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -40,13 +38,9 @@ func startProcess(s *Settings, env []string, stdio *childStdio, channel sysHandl
 			return nil, err
 		}
 	}
-	path := s.Exec
-	if filepath.Base(path) == path {
-		lp, err := exec.LookPath(path)
-		if err != nil {
-			return nil, err
-		}
-		path = lp
+	path, err := execPath(s.Exec)
+	if err != nil {
+		return nil, err
 	}
 	var files []uintptr
 	for i, f := range stdio.files {

@@ -43,13 +43,7 @@ func (w *Worker) Stats() WorkerStats {
 		st.InFlight = w.listeners.conns.inFlight()
 		return st
 	}
-	w.mu.Lock()
-	subs := make([]*subscription, 0, len(w.subs))
-	for _, sub := range w.subs {
-		subs = append(subs, sub)
-	}
-	w.mu.Unlock()
-	for _, sub := range subs {
+	for _, sub := range w.subscriptions(false) {
 		sub.srv.mu.Lock()
 		st.InFlight += len(sub.inflight)
 		sub.srv.mu.Unlock()

@@ -3,7 +3,18 @@ package clusternet
 import (
 	"io"
 	"os"
+	"os/exec"
+	"path/filepath"
 )
+
+// execPath finds the program to run as os/exec does: a bare name in PATH,
+// anything with a separator as it is.
+func execPath(name string) (string, error) {
+	if filepath.Base(name) != name {
+		return name, nil
+	}
+	return exec.LookPath(name)
+}
 
 // rawFD returns f's descriptor (handle on Windows) for a child to inherit,
 // without what Fd does to it: Fd puts a non-blocking descriptor into

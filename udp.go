@@ -3,7 +3,6 @@ package clusternet
 import (
 	"context"
 	"net"
-	"sync"
 )
 
 // ListenPacket is net.ListenPacket for the cluster. Outside a worker it is
@@ -61,11 +60,11 @@ func (lc *ListenConfig) ListenPacket(ctx context.Context, network, address strin
 func (s *listenerSet) trackPacket(pc net.PacketConn, key uint32) net.PacketConn {
 	uc, ok := pc.(*net.UDPConn)
 	if !ok {
-		c := &trackedPacketConn{PacketConn: pc, set: s, key: key}
+		c := &trackedPacketConn{PacketConn: pc, membership: membership{set: s, key: key}}
 		s.add(c)
 		return c
 	}
-	c := &UDPConn{UDPConn: uc, set: s, key: key}
+	c := &UDPConn{UDPConn: uc, membership: membership{set: s, key: key}}
 	s.add(c)
 	return c
 }
@@ -75,19 +74,12 @@ func (s *listenerSet) trackPacket(pc net.PacketConn, key uint32) net.PacketConn 
 // workers is one: the net package cannot adopt it.
 type trackedPacketConn struct {
 	net.PacketConn
-	set  *listenerSet
-	key  uint32
-	once sync.Once
+	membership
 }
 
 func (c *trackedPacketConn) Close() error {
 	err := c.PacketConn.Close()
-	c.once.Do(func() {
-		c.set.remove(c)
-		if c.key != 0 {
-			c.set.unlisten(self, c.key)
-		}
-	})
+	c.leave(c)
 	return err
 }
 
@@ -96,19 +88,12 @@ func (c *trackedPacketConn) Close() error {
 // once no worker uses it.
 type UDPConn struct {
 	*net.UDPConn
-	set  *listenerSet
-	key  uint32
-	once sync.Once
+	membership
 }
 
 // Close closes the worker's socket and leaves the primary's to the others.
 func (c *UDPConn) Close() error {
 	err := c.UDPConn.Close()
-	c.once.Do(func() {
-		c.set.remove(c)
-		if c.key != 0 {
-			c.set.unlisten(self, c.key)
-		}
-	})
+	c.leave(c)
 	return err
 }
