@@ -9,7 +9,10 @@ import "golang.org/x/sys/unix"
 // the socket's protocol with a second system call (getsockopt SO_PROTOCOL)
 // on every connection.
 func accept(fd int) (int, error) {
-	nfd, _, errno := unix.Syscall6(unix.SYS_ACCEPT4, uintptr(fd), 0, 0, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+	// Raw: the socket is non-blocking, so accept4 does not block, and the
+	// scheduler need not know about it (entering a system call wakes the
+	// runtime's monitor thread when it sleeps: a futex call each time).
+	nfd, _, errno := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(fd), 0, 0, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
 	if errno != 0 {
 		return -1, errno
 	}

@@ -97,8 +97,22 @@ func isConnReset(err error) bool {
 // description, so the mode is the worker's business), close-on-exec until
 // the fork places it.
 func socketPair() (*net.UnixConn, int, error) {
-	// Not every Unix has SOCK_CLOEXEC: close-on-exec is set under the fork
-	// lock instead, so that no concurrent fork inherits the pair.
+	fds, err := rawSocketPair()
+	if err != nil {
+		return nil, -1, err
+	}
+	c, err := unixConnFromFD(fds[0], "clusternet-primary")
+	if err != nil {
+		unix.Close(fds[1])
+		return nil, -1, err
+	}
+	return c, fds[1], nil
+}
+
+// rawSocketPair returns a connected pair of stream Unix sockets,
+// close-on-exec. Not every Unix has SOCK_CLOEXEC: close-on-exec is set under
+// the fork lock instead, so that no concurrent fork inherits the pair.
+func rawSocketPair() ([2]int, error) {
 	syscall.ForkLock.RLock()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM, 0)
 	if err == nil {
@@ -107,14 +121,9 @@ func socketPair() (*net.UnixConn, int, error) {
 	}
 	syscall.ForkLock.RUnlock()
 	if err != nil {
-		return nil, -1, os.NewSyscallError("socketpair", err)
+		return fds, os.NewSyscallError("socketpair", err)
 	}
-	c, err := unixConnFromFD(fds[0], "clusternet-primary")
-	if err != nil {
-		unix.Close(fds[1])
-		return nil, -1, err
-	}
-	return c, fds[1], nil
+	return fds, nil
 }
 
 // unixConnFromFD wraps fd, taking ownership of it.

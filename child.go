@@ -138,7 +138,7 @@ func (w *Worker) readFramesSelf() error {
 			err = w.deliverMessage(f)
 		case frameDisconnect:
 			go w.disconnectSelf(true)
-		case frameListenReply, frameConns:
+		case frameListenReply, frameReclaimed:
 			err = w.listeners.handleFrame(w, f)
 		default:
 			closeHandles(f.handles)

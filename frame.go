@@ -27,10 +27,8 @@ const (
 	frameListen                                     // worker → primary: JSON listenRequest
 	frameListenReply                                // primary → worker: JSON listenReply, maybe one handle
 	frameListening                                  // worker → primary: JSON listeningNotice
-	frameConns                                      // primary → worker: [key]; the handles are connections
-	frameTake                                       // worker → primary: [key][n]: took n, send n more
-	frameDemand                                     // worker → primary: [key][n]: accepting again, window n
-	frameRelease                                    // worker → primary: [key][n]: gives back the n oldest
+	frameDemand                                     // worker → primary: [key][n]: accepting; queue up to n connections
+	frameReclaimed                                  // primary → worker: [key]: took back the queue; demand again
 	frameUnlisten                                   // worker → primary: [key]: listener closed
 	frameDisconnect                                 // primary → worker: disconnect yourself
 	frameExitedAfterDisconnect                      // worker → primary: leaving on purpose

@@ -211,12 +211,9 @@ func FuzzHandles(f *testing.F) {
 	f.Add(append(fuzzFrame(frameOnline, 0, nil), fuzzFrame(frameOnline, 0, nil)...), uint8(0), uint16(0))
 	f.Add(fuzzFrame(frameListen, 0, listen), uint8(0), uint16(0))
 	f.Add(fuzzFrame(frameListening, 0, listening), uint8(7), uint16(0))
-	f.Add(fuzzFrame(frameTake, 0, keyN), uint8(0), uint16(0))
 	f.Add(fuzzFrame(frameDemand, 0, keyN), uint8(0), uint16(0))
-	f.Add(fuzzFrame(frameRelease, 0, keyN), uint8(0), uint16(0))
 	f.Add(fuzzFrame(frameUnlisten, 0, key), uint8(0), uint16(0))
 	f.Add(fuzzFrame(frameExitedAfterDisconnect, 0, nil), uint8(0), uint16(0))
-	f.Add(fuzzFrame(frameConns, 1, key), uint8(0), uint16(1))
 	fuzzRefuseListens(f)
 	f.Fuzz(func(t *testing.T, data []byte, chunk uint8, plan uint16) {
 		fds := fuzzFDs(t)

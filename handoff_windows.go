@@ -40,8 +40,23 @@ func bindPacket(network, address string, reuse bool) (net.PacketConn, error) {
 // asked for, the system's maximum.
 func setBacklog(ln net.Listener, backlog int) error { return nil }
 
-// acceptBatch is the primary's accept for round-robin handoff, which Windows
-// never does: SchedRR is SchedNone there (see Policy.effective), as in Node.
-func acceptBatch(rc syscall.RawConn, limit int) ([]sysHandle, error) {
-	return nil, fmt.Errorf("clusternet: round-robin handoff on Windows: %w", errors.ErrUnsupported)
-}
+// Round-robin handoff (rr.go) is never done on Windows: SchedRR is
+// SchedNone there (see Policy.effective), as in Node. These functions only
+// say so.
+var errNoHandoff = fmt.Errorf("clusternet: round-robin handoff on Windows: %w", errors.ErrUnsupported)
+
+func acceptBatch(rc syscall.RawConn, limit int) ([]sysHandle, error) { return nil, errNoHandoff }
+
+func newHandoff() (out, peer sysHandle, err error) { return 0, 0, errNoHandoff }
+
+func dupFD(fd sysHandle) (sysHandle, error) { return 0, errNoHandoff }
+
+func handOver(out sysHandle, conns []sysHandle, records []byte) (int, error) { return 0, errNoHandoff }
+
+func queuedConns(peer sysHandle) (int, error) { return 0, errNoHandoff }
+
+func takeBack(peer sysHandle) []sysHandle { return nil }
+
+func handoffConn(h sysHandle) (*net.UnixConn, error) { return nil, errNoHandoff }
+
+func recvConn(c *net.UnixConn) (h sysHandle, last bool, err error) { return 0, false, errNoHandoff }

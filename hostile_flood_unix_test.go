@@ -416,9 +416,11 @@ func TestHostileListenMany(t *testing.T) {
 	if got != maxListensPerWorker || !strings.Contains(first, "the most one worker may") {
 		t.Errorf("got %d listeners, first error %q; want %d and a refusal", got, first, maxListensPerWorker)
 	}
-	// Each server is a listening socket, and its copy that the accept loop
-	// polls; the two workers' channels and output come on top.
-	if bound := fds + 2*maxListensPerWorker + 16; maxFDs > bound {
+	// Each server is a listening socket and its copy that the accept loop
+	// polls, and the worker's handoff socket is two more (the primary's end,
+	// and its copy of the worker's); the two workers' channels and output
+	// come on top.
+	if bound := fds + 4*maxListensPerWorker + 16; maxFDs > bound {
 		t.Errorf("the primary had %d descriptors open, more than %d", maxFDs, bound)
 	}
 	if res.failed != 0 || res.dialFailed != 0 {

@@ -152,7 +152,7 @@ func (lc *ListenConfig) Listen(ctx context.Context, network, address string) (ne
 	var ln net.Listener
 	switch rep.Mode {
 	case modeRR:
-		ln, err = w.listeners.newRR(w, rep)
+		ln, err = w.listeners.newRR(w, rep, h)
 	default:
 		ln, err = listenerFromHandle(h)
 		if err == nil {
@@ -308,7 +308,7 @@ type listenerSet struct {
 	mu      sync.Mutex
 	seq     uint32
 	pending map[uint32]chan listenResult
-	rr      map[uint32]*rrListener // by key, to route handed-over connections
+	rr      map[uint32]*rrListener // by key, to route the primary's reclaim notices
 	all     map[closer]struct{}    // everything Disconnect closes
 	gone    bool                   // the channel is closed
 	conns   connTracker
@@ -404,21 +404,17 @@ func (s *listenerSet) handleFrame(w *Worker, f frame) error {
 		if rep.Err == nil && rep.Key != 0 {
 			s.unlisten(w, rep.Key)
 		}
-	case frameConns:
+	case frameReclaimed:
 		key, _, err := parseKeyFrame(f, false)
 		if err != nil {
-			closeHandles(f.handles)
 			return err
 		}
 		s.mu.Lock()
 		l := s.rr[key]
 		s.mu.Unlock()
-		if l == nil {
-			// Closed: the primary takes back whatever it sent after the unlisten.
-			closeHandles(f.handles)
-			return nil
+		if l != nil {
+			l.reclaimed()
 		}
-		l.deliver(f.handles)
 	}
 	return nil
 }

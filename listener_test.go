@@ -1234,10 +1234,11 @@ func lnWaitHandedOver(t testing.TB, w *Worker, n int) bool {
 			t.Fatalf("worker %d listens nowhere", w.ID())
 		}
 		sub.srv.mu.Lock()
-		inflight, active := len(sub.inflight), sub.active
+		sub.look()
+		queued, active := sub.queued, sub.active
 		sub.srv.mu.Unlock()
 		switch {
-		case inflight >= n:
+		case queued >= n:
 			return true
 		case !active:
 			return false

@@ -478,7 +478,7 @@ func (w *Worker) handleFrame(f frame) error {
 		w.mu.Lock()
 		w.exitedAfterDisconnect = true
 		w.mu.Unlock()
-	case frameListen, frameListening, frameTake, frameDemand, frameRelease, frameUnlisten:
+	case frameListen, frameListening, frameDemand, frameUnlisten:
 		return handleListenFrame(w, f)
 	default:
 		return protocolErrorf("a worker may not send frames of kind %d", f.kind)

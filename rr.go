@@ -1,54 +1,78 @@
 package clusternet
 
 import (
+	"errors"
+	"io"
 	"net"
 	"strings"
 	"sync"
 	"time"
 )
 
-// Round-robin handoff, the worker's side.
+// Round-robin handoff.
 //
-// The primary hands a worker at most rrWindow connections it has not yet
-// taken. A worker asks for them (frameDemand) when Accept is first called,
-// and Accept tells the primary it took one (frameTake) before returning it:
-// that returns a credit, and until then the primary keeps its own copy of the
-// connection, so that one handed to a worker that dies or closes its listener
-// before taking it goes to another worker. A worker whose queue sits
-// untouched for rrStaleAfter gives its connections back (frameRelease) and is
-// sent no more until it calls Accept again, so a worker that stops accepting
-// holds nothing up.
+// For each worker that listens on a SchedRR address the primary makes a
+// handoff socket: a Unix stream socket pair whose one end it keeps and whose
+// other end goes to the worker. A connection is handed over as a one-byte
+// record with the descriptor attached; the primary closes its own copy at
+// once (the kernel holds the connection while it is in flight), so the
+// worker's close is the last and the TCP teardown is the worker's work.
+// Accept reads one record, so a connection stays in the socket's queue until
+// the worker's Accept takes it.
+//
+// The primary also keeps a copy of the worker's end. With it the primary
+// counts what is queued for the worker (FIONREAD: one byte per connection)
+// and takes back what a worker that died, closed its listener, or stopped
+// accepting left there, to hand it to another worker: a connection is lost
+// only if its worker dies after Accept took it.
+//
+// A worker may have at most rrWindow connections queued. A connection that
+// fills the window is marked, and the worker's Accept asks for more when it
+// takes that one (frameDemand), so the primary never waits on a worker that
+// is keeping up. A queue that has not shrunk for rrStaleAfter is taken back
+// and the worker is sent no more until it calls Accept again.
 const (
 	rrWindow     = 32
 	rrStaleAfter = 250 * time.Millisecond
 )
 
-type rrListener struct {
-	set     *listenerSet
-	w       *Worker
-	key     uint32
-	network string
-	addr    net.Addr
+// The handoff records: one byte, each with one connection.
+const (
+	recordConn     byte = 'c'
+	recordConnLast byte = 'C' // the connection that filled the window: ask for more once it is taken
+)
 
-	mu         sync.Mutex
-	cond       sync.Cond
-	queue      []sysHandle
-	closed     bool
-	broken     bool // the channel to the primary is gone
-	demanding  bool // the primary may send connections
-	waiters    int  // goroutines blocked in Accept
-	lastAccept time.Time
-	stale      *time.Timer
+type rrListener struct {
+	set  *listenerSet
+	w    *Worker
+	key  uint32
+	addr net.Addr
+	c    *net.UnixConn // the worker's end of the handoff socket
+
+	mu        sync.Mutex
+	closed    bool
+	broken    bool // the channel to the primary is gone
+	demanding bool // the primary knows this listener accepts
+	waiters   int  // goroutines in Accept
 }
 
-func (s *listenerSet) newRR(w *Worker, rep listenReply) (net.Listener, error) {
+func (s *listenerSet) newRR(w *Worker, rep listenReply, h *sysHandle) (net.Listener, error) {
+	if h == nil {
+		s.unlisten(w, rep.Key)
+		return nil, protocolErrorf("the primary sent no handoff socket")
+	}
 	addr, err := parseAddr(rep.Address)
+	if err != nil {
+		closeHandles([]sysHandle{*h})
+		s.unlisten(w, rep.Key)
+		return nil, err
+	}
+	c, err := handoffConn(*h)
 	if err != nil {
 		s.unlisten(w, rep.Key)
 		return nil, err
 	}
-	l := &rrListener{set: s, w: w, key: rep.Key, addr: addr}
-	l.cond.L = &l.mu
+	l := &rrListener{set: s, w: w, key: rep.Key, addr: addr, c: c}
 	s.mu.Lock()
 	if s.rr == nil {
 		s.rr = make(map[uint32]*rrListener)
@@ -65,43 +89,60 @@ func (l *rrListener) Accept() (net.Conn, error) {
 	l.set.conns.accepting(1)
 	defer l.set.conns.accepting(-1)
 	l.mu.Lock()
-	for len(l.queue) == 0 {
-		if l.closed || l.broken {
-			l.mu.Unlock()
-			return nil, l.opError("accept", l.closedErr())
-		}
-		if !l.demanding {
-			l.demanding = true
-			l.lastAccept = time.Now()
-			l.w.ch.send(outFrame{b: keyFrame(frameDemand, l.key, rrWindow, true)})
-		}
-		l.waiters++
-		l.cond.Wait()
-		l.waiters--
+	if l.closed || l.broken {
+		l.mu.Unlock()
+		return nil, l.opError("accept", l.closedErr())
 	}
-	h := l.queue[0]
-	l.queue = l.queue[1:]
-	l.lastAccept = time.Now()
-	// The take must reach the socket before the connection is used: should
-	// this worker die with it, the primary must know that it was taken.
-	// Queuing it under l.mu keeps it ahead of any later release.
-	written := make(chan error, 1)
-	err := l.w.ch.send(outFrame{b: keyFrame(frameTake, l.key, 1, true), after: func(err error) { written <- err }})
+	if !l.demanding {
+		l.demanding = true
+		l.demand()
+	}
+	l.waiters++
 	l.mu.Unlock()
-	if err == nil {
-		err = <-written
+
+	h, last, err := recvConn(l.c)
+
+	l.mu.Lock()
+	l.waiters--
+	if errors.Is(err, io.EOF) {
+		l.broken = true // the primary dropped this worker
 	}
 	if err != nil {
-		closeHandles([]sysHandle{h})
-		return nil, l.opError("accept", ErrChannelClosed)
+		if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+			err = l.closedErr()
+		}
+		l.mu.Unlock()
+		return nil, l.opError("accept", err)
 	}
+	if last {
+		l.demand()
+	}
+	l.mu.Unlock()
 	c, err := connFromHandle(h)
 	if err != nil {
 		return nil, l.opError("accept", err)
 	}
 	l.set.conns.add(c)
+	l.w.stats.handed.Add(1)
 	l.w.stats.accepted.Add(1)
 	return c, nil
+}
+
+// demand tells the primary that this listener takes connections. Called
+// with l.mu held.
+func (l *rrListener) demand() {
+	l.w.ch.send(outFrame{b: keyFrame(frameDemand, l.key, rrWindow, true)})
+}
+
+// reclaimed notes that the primary took back the queue: it sends nothing
+// more until asked again, at once if an Accept is waiting.
+func (l *rrListener) reclaimed() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.demanding = l.waiters > 0 && !l.closed && !l.broken
+	if l.demanding {
+		l.demand()
+	}
 }
 
 func (l *rrListener) closedErr() error {
@@ -115,49 +156,8 @@ func (l *rrListener) opError(op string, err error) error {
 	return &net.OpError{Op: op, Net: l.addr.Network(), Addr: l.addr, Err: err}
 }
 
-// deliver queues connections the primary handed over.
-func (l *rrListener) deliver(hs []sysHandle) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed || l.broken {
-		closeHandles(hs) // the primary took them back with the unlisten
-		return
-	}
-	if !l.demanding {
-		// Sent before the primary read our release: give them back too.
-		l.w.ch.send(outFrame{b: keyFrame(frameRelease, l.key, len(hs), true)})
-		closeHandles(hs)
-		return
-	}
-	l.queue = append(l.queue, hs...)
-	if l.waiters > 0 {
-		l.cond.Broadcast()
-	}
-	if l.stale == nil {
-		l.stale = time.AfterFunc(rrStaleAfter, l.checkStale)
-	}
-}
-
-// checkStale gives the queue back if nobody has accepted for rrStaleAfter.
-func (l *rrListener) checkStale() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.stale = nil
-	if l.closed || l.broken || len(l.queue) == 0 {
-		return
-	}
-	if idle := time.Since(l.lastAccept); l.waiters > 0 || idle < rrStaleAfter {
-		l.stale = time.AfterFunc(rrStaleAfter-idle, l.checkStale)
-		return
-	}
-	l.demanding = false
-	l.w.ch.send(outFrame{b: keyFrame(frameRelease, l.key, len(l.queue), true)})
-	closeHandles(l.queue)
-	l.queue = nil
-}
-
-// Close stops the listener. Connections handed to it and not yet accepted go
-// back to the primary, which gives them to other workers; the primary's
+// Close stops the listener. Connections queued for it and not yet accepted
+// go back to the primary, which gives them to other workers; the primary's
 // socket stays open while other workers listen on it.
 func (l *rrListener) Close() error {
 	l.mu.Lock()
@@ -166,17 +166,12 @@ func (l *rrListener) Close() error {
 		return l.opError("close", net.ErrClosed)
 	}
 	l.closed = true
-	queued := l.queue
-	l.queue = nil
-	if l.stale != nil {
-		l.stale.Stop()
-		l.stale = nil
-	}
-	l.cond.Broadcast()
 	l.mu.Unlock()
+	// Close waits for a read under way: after it nothing more is taken
+	// from the queue, and the unlisten tells the primary to take it back.
+	l.c.Close()
 	l.set.remove(l)
 	l.set.unlisten(l.w, l.key)
-	closeHandles(queued)
 	return nil
 }
 
@@ -184,11 +179,8 @@ func (l *rrListener) Close() error {
 func (l *rrListener) fail() {
 	l.mu.Lock()
 	l.broken = true
-	queued := l.queue
-	l.queue = nil
-	l.cond.Broadcast()
 	l.mu.Unlock()
-	closeHandles(queued)
+	l.c.Close()
 }
 
 // Addr returns the primary's listening address.

@@ -354,7 +354,8 @@ func TestSecurityUnprivilegedWorkers(t *testing.T) {
 			cIn := relInbox(cw)
 
 			// Every socket the primary holds, by inode, and those a worker
-			// may hold: the sockets it was given (SchedNone), its channel.
+			// may hold: the sockets it was given (SchedNone), its end of its
+			// handoff sockets (SchedRR), its channel.
 			primaryFDs, err := secFDs()
 			if err != nil {
 				t.Fatal(err)
@@ -373,8 +374,16 @@ func TestSecurityUnprivilegedWorkers(t *testing.T) {
 			for _, srv := range cluster.servers {
 				srv.mu.Lock()
 				for _, sub := range srv.subs {
-					if srv.mode == modeShared && granted[sub.w] != nil {
+					switch {
+					case granted[sub.w] == nil:
+					case srv.mode == modeShared:
 						granted[sub.w][secInode(t, srv.ln.(syscall.Conn))] = true
+					case sub.handoff: // its end of its own handoff socket
+						link, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", sub.peer))
+						if err != nil {
+							t.Fatal(err)
+						}
+						granted[sub.w][link] = true
 					}
 				}
 				srv.mu.Unlock()

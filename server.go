@@ -37,25 +37,106 @@ type server struct {
 	cond    sync.Cond
 	subs    []*subscription // in round-robin order
 	next    int             // round-robin cursor
-	pending []sysHandle     // accepted, waiting for a worker with credit
+	pending []sysHandle     // accepted, waiting for a worker with room
+	rooms   []int           // distribute's scratch
+	watch   *time.Timer     // modeRR: looks at the queues while any is not empty
 	closed  bool
 	done    chan struct{} // closed when the accept loop has ended (modeRR)
 }
 
 // subscription is one worker's use of a server.
 type subscription struct {
-	srv      *server
-	w        *Worker
-	active   bool // the worker asked for connections and has not given them back
-	window   int
-	inflight []sysHandle // handed over, not yet taken: the primary's copies
+	srv *server
+	w   *Worker
+
+	// modeRR: the handoff socket (see rr.go) and what is queued in it.
+	handoff bool        // out and peer are open
+	out     sysHandle   // the primary's end: connections are sent here
+	peer    sysHandle   // the primary's copy of the worker's end: measured, and read to take back
+	active  bool        // the worker asked for connections and was not paused since
+	jammed  bool        // a send failed: none until the next look at the queues
+	window  int         // connections it may have queued
+	queued  int         // queued at the last look, plus those sent since
+	since   time.Time   // when its queue was last seen empty or shrinking
+	deal    []sysHandle // distribute's share for it
+	records []byte      // handOver's records
 }
 
-func (sub *subscription) credit() int {
-	if !sub.active {
+// room returns how many more connections sub may be sent now, looking at
+// its queue again when the count says it is full. Called with srv.mu held.
+func (sub *subscription) room() int {
+	if !sub.active || sub.jammed {
 		return 0
 	}
-	return sub.window - len(sub.inflight)
+	if sub.queued >= sub.window {
+		sub.look()
+	}
+	return max(0, sub.window-sub.queued)
+}
+
+// look counts what is queued for the worker; what left the queue since the
+// last look, the worker accepted. Called with srv.mu held.
+func (sub *subscription) look() {
+	n, err := queuedConns(sub.peer)
+	if err != nil {
+		return // the socket is the primary's own: keep the count
+	}
+	if n < sub.queued {
+		sub.w.stats.accepted.Add(uint64(sub.queued - n))
+	}
+	if n < sub.queued || n == 0 {
+		sub.since = time.Now()
+	}
+	sub.queued = n
+}
+
+// handOver sends the worker hs, whose copies handOver closes in the
+// primary. It returns those the handoff socket did not take. Called with
+// srv.mu held.
+func (sub *subscription) handOver(hs []sysHandle) []sysHandle {
+	records := sub.records[:0]
+	for i := range hs {
+		record := recordConn
+		if sub.queued+i+1 >= sub.window {
+			record = recordConnLast
+		}
+		records = append(records, record)
+	}
+	sub.records = records
+	sent, err := handOver(sub.out, hs, records)
+	if sent > 0 {
+		if sub.queued == 0 {
+			sub.since = time.Now()
+		}
+		sub.queued += sent
+		sub.w.stats.handed.Add(uint64(sent))
+	}
+	if sent > 0 || err != nil {
+		sub.srv.watchQueues()
+	}
+	if err != nil {
+		sub.jammed = true
+		return hs[sent:]
+	}
+	return nil
+}
+
+// takeBack returns the connections queued for the worker and closes the
+// handoff socket if close. Called with srv.mu held.
+func (sub *subscription) takeBack(close bool) []sysHandle {
+	if !sub.handoff {
+		return nil
+	}
+	hs := takeBack(sub.peer)
+	if taken := sub.queued - len(hs); taken > 0 {
+		sub.w.stats.accepted.Add(uint64(taken))
+	}
+	sub.queued = 0
+	if close {
+		closeHandles([]sysHandle{sub.out, sub.peer})
+		sub.handoff = false
+	}
+	return hs
 }
 
 var lastServerKey uint32 // guarded by cluster.mu
@@ -90,7 +171,7 @@ func handleListenFrame(w *Worker, f frame) error {
 		if sub := w.takeSub(key); sub != nil {
 			sub.srv.unsubscribe(sub)
 		}
-	case frameTake, frameDemand, frameRelease:
+	case frameDemand:
 		key, n, err := parseKeyFrame(f, true)
 		if err != nil {
 			return err
@@ -99,9 +180,9 @@ func handleListenFrame(w *Worker, f frame) error {
 		sub := w.subs[key]
 		w.mu.Unlock()
 		if sub == nil || sub.srv.mode != modeRR {
-			return nil // unlistened or never granted: nothing to account for
+			return nil // unlistened or never granted: nothing to send
 		}
-		return sub.srv.account(sub, f.kind, n)
+		return sub.srv.demand(sub, n)
 	}
 	return nil
 }
@@ -182,8 +263,16 @@ func listenFor(w *Worker, req listenRequest) (listenReply, []sysHandle) {
 			go srv.acceptLoop(rc)
 		}
 	}
+	sub := &subscription{srv: srv, w: w}
 	var hs []sysHandle
 	switch mode {
+	case modeRR:
+		h, err := sub.openHandoff()
+		if err != nil {
+			srv.closeIfUnused()
+			return refuse(err)
+		}
+		hs = []sysHandle{h}
 	case modeShared:
 		h, err := srv.dup()
 		if err != nil {
@@ -199,7 +288,6 @@ func listenFor(w *Worker, req listenRequest) (listenReply, []sysHandle) {
 		}
 		hs = []sysHandle{h}
 	}
-	sub := &subscription{srv: srv, w: w}
 	srv.mu.Lock()
 	srv.subs = append(srv.subs, sub)
 	srv.mu.Unlock()
@@ -221,6 +309,22 @@ func checkListenNetwork(network string, packet bool) error {
 		}
 	}
 	return net.UnknownNetworkError(network)
+}
+
+// openHandoff makes sub's handoff socket and returns the worker's copy of
+// its end.
+func (sub *subscription) openHandoff() (sysHandle, error) {
+	out, peer, err := newHandoff()
+	if err != nil {
+		return out, err
+	}
+	h, err := dupFD(peer)
+	if err != nil {
+		closeHandles([]sysHandle{out, peer})
+		return h, err
+	}
+	sub.out, sub.peer, sub.handoff = out, peer, true
+	return h, nil
 }
 
 // newServer binds the address for the first worker. Called with cluster.mu held.
@@ -317,8 +421,7 @@ func (srv *server) unsubscribe(sub *subscription) {
 			break
 		}
 	}
-	srv.pending = append(sub.inflight, srv.pending...)
-	sub.inflight = nil
+	srv.pending = append(sub.takeBack(true), srv.pending...)
 	sub.active = false
 	empty := len(srv.subs) == 0
 	if !empty {
@@ -344,6 +447,12 @@ func (srv *server) closeLocked() {
 	srv.closed = true
 	pending := srv.pending
 	srv.pending = nil
+	for _, sub := range srv.subs {
+		pending = append(pending, sub.takeBack(true)...)
+	}
+	if srv.watch != nil {
+		srv.watch.Stop()
+	}
 	srv.cond.Broadcast()
 	srv.mu.Unlock()
 	closeHandles(pending)
@@ -405,96 +514,115 @@ func closeAllServers() {
 	}
 }
 
-// account applies a worker's take, demand or release to its subscription.
-func (srv *server) account(sub *subscription, kind frameKind, n int) error {
+// demand applies a worker's demand: it accepts, with a window of n.
+func (srv *server) demand(sub *subscription, n int) error {
+	if n < 1 || n > maxFrameHandles {
+		return protocolErrorf("worker asks for a window of %d connections", n)
+	}
 	srv.mu.Lock()
 	defer srv.mu.Unlock()
-	switch kind {
-	case frameTake, frameRelease:
-		if n < 0 || n > len(sub.inflight) {
-			return protocolErrorf("worker reports %d connection(s) taken or released of %d handed over", n, len(sub.inflight))
-		}
-		front := sub.inflight[:n]
-		if kind == frameTake {
-			closeHandles(front) // the worker has its own copies now
-			sub.w.stats.accepted.Add(uint64(n))
-		} else {
-			srv.pending = append(append([]sysHandle(nil), front...), srv.pending...)
-			sub.active = false
-		}
-		sub.inflight = append(sub.inflight[:0], sub.inflight[n:]...)
-	case frameDemand:
-		if n < 1 || n > maxFrameHandles {
-			return protocolErrorf("worker asks for a window of %d connections", n)
-		}
-		sub.w.mu.Lock()
-		leaving := sub.w.disconnecting
-		sub.w.mu.Unlock()
-		if srv.closed || leaving {
-			return nil
-		}
-		sub.active, sub.window = true, n
+	sub.w.mu.Lock()
+	leaving := sub.w.disconnecting
+	sub.w.mu.Unlock()
+	if srv.closed || leaving || !sub.handoff {
+		return nil
 	}
+	sub.active, sub.jammed, sub.window = true, false, n
+	sub.look()
 	srv.flushPending()
 	srv.cond.Signal()
 	return nil
 }
 
-// credit returns how many more connections the workers will take.
-func (srv *server) credit() int {
-	c := 0
+// room returns how many more connections the workers may be sent now.
+// Called with srv.mu held.
+func (srv *server) room() int {
+	r := 0
 	for _, sub := range srv.subs {
-		c += sub.credit()
+		r += sub.room()
 	}
-	return c
+	return r
 }
 
 // flushPending hands out waiting connections. Called with srv.mu held.
 func (srv *server) flushPending() {
-	if len(srv.pending) > 0 && srv.credit() > 0 {
+	if len(srv.pending) > 0 {
 		srv.pending = srv.distribute(srv.pending)
 	}
 }
 
-// distribute hands hs to the workers in turn, each up to its credit, one
-// frame per worker, and returns those nobody could take. Called with srv.mu held.
+// distribute deals hs to the workers in turn, each up to its room, sends
+// each its share in one go, and returns those nobody could take. Called with
+// srv.mu held.
 func (srv *server) distribute(hs []sysHandle) []sysHandle {
-	n := len(srv.subs)
-	if n == 0 {
-		return hs
+	rooms := srv.rooms[:0]
+	for _, sub := range srv.subs {
+		rooms = append(rooms, sub.room())
 	}
-	give := make(map[*subscription][]sysHandle, n)
-	var order []*subscription
-	for len(hs) > 0 {
-		var sub *subscription
-		for i := 0; i < n; i++ {
-			s := srv.subs[(srv.next+i)%n]
-			if s.credit() > len(give[s]) {
-				sub = s
-				srv.next = (srv.next + i + 1) % n
-				break
-			}
+	srv.rooms = rooms
+	n, dealt := len(srv.subs), 0
+	for dealt < len(hs) {
+		i := 0
+		for i < n && rooms[(srv.next+i)%n] == 0 {
+			i++
 		}
-		if sub == nil {
+		if i == n {
 			break
 		}
-		if give[sub] == nil {
-			order = append(order, sub)
+		i = (srv.next + i) % n
+		srv.subs[i].deal = append(srv.subs[i].deal, hs[dealt])
+		rooms[i]--
+		dealt++
+		srv.next = (i + 1) % n
+	}
+	var rest []sysHandle
+	for _, sub := range srv.subs {
+		if len(sub.deal) > 0 {
+			rest = append(rest, sub.handOver(sub.deal)...)
+			sub.deal = sub.deal[:0]
 		}
-		give[sub] = append(give[sub], hs[0])
-		hs = hs[1:]
 	}
-	for _, sub := range order {
-		batch := give[sub]
-		sub.inflight = append(sub.inflight, batch...)
-		sub.w.stats.handed.Add(uint64(len(batch)))
-		// On error the worker is going away; its inflight comes back when
-		// its channel reader ends.
-		b := keyFrame(frameConns, srv.key, 0, false)
-		b[5] = byte(len(batch)) // the header's handle count
-		sub.w.ch.send(outFrame{b: b, handles: batch, keep: true})
+	return append(rest, hs[dealt:]...)
+}
+
+// watchQueues makes sure the queues are looked at again after a while.
+// Called with srv.mu held.
+func (srv *server) watchQueues() {
+	if srv.watch == nil && !srv.closed {
+		srv.watch = time.AfterFunc(rrStaleAfter/2, srv.checkQueues)
 	}
-	return hs
+}
+
+// checkQueues takes back the queue of every worker that has not accepted
+// for rrStaleAfter, sends those connections to the others, and keeps
+// watching while any queue is not empty.
+func (srv *server) checkQueues() {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	srv.watch = nil
+	if srv.closed {
+		return
+	}
+	now := time.Now()
+	again := false
+	for _, sub := range srv.subs {
+		sub.jammed = false
+		if sub.queued == 0 {
+			continue
+		}
+		sub.look()
+		if sub.queued > 0 && now.Sub(sub.since) >= rrStaleAfter {
+			srv.pending = append(sub.takeBack(false), srv.pending...)
+			sub.active = false
+			sub.w.ch.send(outFrame{b: keyFrame(frameReclaimed, srv.key, 0, false)})
+		}
+		again = again || sub.queued > 0
+	}
+	srv.flushPending()
+	srv.cond.Signal()
+	if again {
+		srv.watchQueues()
+	}
 }
 
 // acceptLoop accepts connections while workers have credit and hands them out.
@@ -503,17 +631,23 @@ func (srv *server) acceptLoop(rc syscall.RawConn) {
 	var delay time.Duration
 	for {
 		srv.mu.Lock()
-		for !srv.closed && srv.credit() == 0 {
+		room := 0
+		for !srv.closed {
+			srv.flushPending()
+			if len(srv.pending) == 0 {
+				if room = srv.room(); room > 0 {
+					break
+				}
+			}
 			srv.cond.Wait()
 		}
 		if srv.closed {
 			srv.mu.Unlock()
 			return
 		}
-		limit := min(srv.credit(), maxFrameHandles)
 		srv.mu.Unlock()
 
-		hs, err := acceptBatch(rc, limit)
+		hs, err := acceptBatch(rc, min(room, maxFrameHandles))
 		if len(hs) > 0 {
 			delay = 0
 			srv.mu.Lock()

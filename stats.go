@@ -32,22 +32,23 @@ type workerCounters struct {
 // Stats returns the worker's counters. In the primary they are the
 // primary's view of the worker; in a worker (Self().Stats()), the worker's own.
 func (w *Worker) Stats() WorkerStats {
-	st := WorkerStats{
-		ID:          w.id,
-		Handed:      w.stats.handed.Load(),
-		Accepted:    w.stats.accepted.Load(),
-		MessagesIn:  w.stats.messagesIn.Load(),
-		MessagesOut: w.stats.messagesOut.Load(),
-	}
+	st := WorkerStats{ID: w.id}
 	if w.self {
 		st.InFlight = w.listeners.conns.inFlight()
-		return st
 	}
 	for _, sub := range w.subscriptions(false) {
+		// Looking at the queue first counts what left it as accepted.
 		sub.srv.mu.Lock()
-		st.InFlight += len(sub.inflight)
+		if sub.handoff {
+			sub.look()
+			st.InFlight += sub.queued
+		}
 		sub.srv.mu.Unlock()
 	}
+	st.Handed = w.stats.handed.Load()
+	st.Accepted = w.stats.accepted.Load()
+	st.MessagesIn = w.stats.messagesIn.Load()
+	st.MessagesOut = w.stats.messagesOut.Load()
 	return st
 }
 
