@@ -1,6 +1,7 @@
 package clusternet
 
 import (
+	"io"
 	"net"
 	"strconv"
 	"sync"
@@ -51,6 +52,14 @@ func takeActivated(network, address string, packet bool) *activatedSocket {
 		}
 	}
 	return nil
+}
+
+// conn returns the socket.
+func (s *activatedSocket) conn() io.Closer {
+	if s.ln != nil {
+		return s.ln
+	}
+	return s.pc
 }
 
 func (s *activatedSocket) localAddr() net.Addr {

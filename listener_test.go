@@ -1520,9 +1520,9 @@ func TestListenBacklog(t *testing.T) {
 	check := func(t *testing.T, opts ...string) {
 		w := lnStart(t, "tcp4", "127.0.0.1:0", append(opts, "backlog="+strconv.Itoa(backlog))...)
 		var n int
-		if srv := lnServer("tcp4", "127.0.0.1:0"); srv != nil && srv.ln != nil && !slices.Contains(opts, "exclusive") {
+		if srv := lnServer("tcp4", "127.0.0.1:0"); srv != nil && srv.sock != nil && !slices.Contains(opts, "exclusive") {
 			// The primary's socket (round-robin).
-			rc, err := srv.ln.(*net.TCPListener).SyscallConn()
+			rc, err := srv.sock.SyscallConn()
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -377,7 +377,7 @@ func TestSecurityUnprivilegedWorkers(t *testing.T) {
 					switch {
 					case granted[sub.w] == nil:
 					case srv.mode == modeShared:
-						granted[sub.w][secInode(t, srv.ln.(syscall.Conn))] = true
+						granted[sub.w][secInode(t, srv.sock)] = true
 					case sub.handoff: // its end of its own handoff socket
 						link, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", sub.peer))
 						if err != nil {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -26,11 +27,10 @@ type server struct {
 	packet bool
 
 	network   string
-	address   string // as asked; for modeOwn, the host with the port fixed by the first bind
-	ln        net.Listener
-	pc        net.PacketConn
-	inherited *activatedSocket // ln or pc came from socket activation: never closed
-	polled    *os.File         // modeRR: a copy of ln's socket that the accept loop waits on
+	address   string           // as asked; for modeOwn, the host with the port fixed by the first bind
+	sock      sharedSocket     // the listening or datagram socket (not for modeOwn)
+	inherited *activatedSocket // sock came from socket activation: never closed
+	polled    *os.File         // modeRR: a copy of sock that the accept loop waits on
 	boundAt   string           // network|address actually bound, reported to workers
 
 	mu      sync.Mutex
@@ -337,35 +337,53 @@ func newServer(req listenRequest, mode string, socketMode os.FileMode) (*server,
 		return srv, nil
 	}
 	if s := takeActivated(req.Network, req.Address, req.Packet); s != nil {
-		srv.inherited, srv.ln, srv.pc = s, s.ln, s.pc
+		sock, err := asShared(s.conn())
+		if err != nil {
+			s.release()
+			return nil, err
+		}
+		srv.inherited, srv.sock = s, sock
 		srv.boundAt = joinNetwork(req.Network, s.localAddr().String())
 		return srv, nil
 	}
-	var err error
+	var c io.Closer
+	var addr net.Addr
 	if req.Packet {
-		srv.pc, err = bindPacket(req.Network, req.Address, false)
-		if err == nil {
-			srv.boundAt = joinNetwork(req.Network, srv.pc.LocalAddr().String())
+		pc, err := bindPacket(req.Network, req.Address, false)
+		if err != nil {
+			return nil, err
 		}
+		c, addr = pc, pc.LocalAddr()
 	} else {
-		srv.ln, err = bindStream(req.Network, req.Address, req.Backlog, false, socketMode)
-		if err == nil {
-			srv.boundAt = joinNetwork(req.Network, srv.ln.Addr().String())
+		ln, err := bindStream(req.Network, req.Address, req.Backlog, false, socketMode)
+		if err != nil {
+			return nil, err
 		}
+		c, addr = ln, ln.Addr()
 	}
-	if err != nil {
+	var err error
+	if srv.sock, err = park(c); err != nil {
 		return nil, err
 	}
+	srv.boundAt = joinNetwork(req.Network, addr.String())
 	return srv, nil
 }
 
-// dup returns a copy of the shared socket for a worker.
-func (srv *server) dup() (sysHandle, error) {
-	if srv.pc != nil {
-		return dupHandle(srv.pc)
-	}
-	return dupHandle(srv.ln)
+// sharedSocket is a socket the primary shares with workers.
+type sharedSocket interface {
+	syscall.Conn
+	Close() error
 }
+
+func asShared(c io.Closer) (sharedSocket, error) {
+	if s, ok := c.(sharedSocket); ok {
+		return s, nil
+	}
+	return nil, fmt.Errorf("clusternet: a %T has no descriptor to share", c)
+}
+
+// dup returns a copy of the shared socket for a worker.
+func (srv *server) dup() (sysHandle, error) { return dupHandle(srv.sock) }
 
 // bindOwn binds a new SO_REUSEPORT socket for one worker and returns it.
 // Called with cluster.mu held.
@@ -462,10 +480,8 @@ func (srv *server) closeLocked() {
 	switch {
 	case srv.inherited != nil:
 		srv.inherited.release() // kept open for the next worker that asks
-	case srv.ln != nil:
-		srv.ln.Close()
-	case srv.pc != nil:
-		srv.pc.Close()
+	case srv.sock != nil:
+		srv.sock.Close()
 	}
 	if srv.mode != modeRR {
 		close(srv.done)
@@ -677,7 +693,7 @@ func isClosedListenErr(err error) bool {
 // server's socket. The net package's own RawConn of a listener refuses Read,
 // so the accept loop polls a copy of the descriptor wrapped in an *os.File.
 func (srv *server) startPolling() (syscall.RawConn, error) {
-	h, err := dupHandle(srv.ln)
+	h, err := dupHandle(srv.sock)
 	if err != nil {
 		return nil, err
 	}

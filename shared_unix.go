@@ -1,0 +1,76 @@
+//go:build unix
+
+package clusternet
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// parkedSocket is a socket the primary binds for its workers, held as a bare
+// descriptor, out of the runtime's poller: the primary never accepts or reads
+// on it itself (a SchedRR server polls a copy of its own), and a polled socket
+// would wake the primary for every connection or datagram a worker takes.
+type parkedSocket struct {
+	mu     sync.Mutex
+	fd     int    // -1 once closed
+	unlink string // a Unix socket's file, removed on Close
+}
+
+// park returns c's socket as a parkedSocket and closes c.
+func park(c io.Closer) (sharedSocket, error) {
+	fd, err := dupHandle(c)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	p := &parkedSocket{fd: fd}
+	if ul, ok := c.(*net.UnixListener); ok {
+		// The file now goes with the parked socket, not with ul.
+		if path := ul.Addr().String(); path != "" && path[0] != '@' {
+			p.unlink = path
+		}
+		ul.SetUnlinkOnClose(false)
+	}
+	c.Close()
+	return p, nil
+}
+
+func (p *parkedSocket) SyscallConn() (syscall.RawConn, error) { return p, nil }
+
+// Control runs f on the descriptor, as syscall.RawConn's Control does.
+func (p *parkedSocket) Control(f func(fd uintptr)) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.fd < 0 {
+		return net.ErrClosed
+	}
+	f(uintptr(p.fd))
+	return nil
+}
+
+var errParked = errors.New("clusternet: the primary does not read or write a socket it shares")
+
+func (p *parkedSocket) Read(func(fd uintptr) bool) error  { return errParked }
+func (p *parkedSocket) Write(func(fd uintptr) bool) error { return errParked }
+
+// Close closes the socket and removes its file, if it has one.
+func (p *parkedSocket) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.fd < 0 {
+		return net.ErrClosed
+	}
+	err := unix.Close(p.fd)
+	p.fd = -1
+	if p.unlink != "" {
+		os.Remove(p.unlink)
+	}
+	return os.NewSyscallError("close", err)
+}
