@@ -9,7 +9,9 @@ import (
 )
 
 // accept accepts without accept4: the descriptor is made close-on-exec under
-// the fork lock, as the net package does on these systems.
+// the fork lock, as the net package does on these systems. Its mode is left
+// as accept leaves it (non-blocking, like the listening socket, on the BSDs);
+// see accept4_linux.go.
 func accept(fd int) (int, error) {
 	syscall.ForkLock.RLock()
 	nfd, _, err := unix.Accept(fd)
@@ -17,12 +19,5 @@ func accept(fd int) (int, error) {
 		unix.CloseOnExec(nfd)
 	}
 	syscall.ForkLock.RUnlock()
-	if err != nil {
-		return -1, err
-	}
-	if err := unix.SetNonblock(nfd, true); err != nil {
-		unix.Close(nfd)
-		return -1, err
-	}
-	return nfd, nil
+	return nfd, err
 }
