@@ -1,10 +1,13 @@
-//go:build unix
-
 package clusternet
 
 import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // TestListenRRFrozenWorker: the connections queued for a worker that is
@@ -31,6 +34,9 @@ func TestListenRRFrozenWorker(t *testing.T) {
 					syscall.Kill(pid, syscall.SIGCONT)
 				}
 			}()
+			// The signal is sent, not yet obeyed: a worker still running
+			// would take connections that are then its own.
+			waitStopped(t, pid)
 			const n = 64
 			counts := lnSpray(t, tg, n, 8, nil) // fails the test on any error
 			if counts[other.ID()] != n {
@@ -43,5 +49,31 @@ func TestListenRRFrozenWorker(t *testing.T) {
 			stopped = false
 			lnUntilAll(t, tg, []int{frozen.ID(), other.ID()}, 200)
 		})
+	}
+}
+
+// waitStopped waits until every thread of process pid is stopped by a
+// signal.
+func waitStopped(t *testing.T, pid int) {
+	t.Helper()
+	stopped := func() bool {
+		tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+		if err != nil || len(tasks) == 0 {
+			t.Fatalf("threads of process %d: %v", pid, err)
+		}
+		for _, task := range tasks {
+			stat, err := os.ReadFile(task)
+			// "tid (comm) state ...": comm may hold anything but the last ')'.
+			i := bytes.LastIndexByte(stat, ')')
+			if err == nil && (i < 0 || len(stat) < i+3 || stat[i+2] != 'T') {
+				return false
+			}
+		}
+		return true
+	}
+	for deadline := time.Now().Add(testTimeout); !stopped(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("process %d did not stop", pid)
+		}
 	}
 }
