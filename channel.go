@@ -1,6 +1,7 @@
 package clusternet
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 	"sync"
@@ -9,6 +10,7 @@ import (
 // outFrame is a frame waiting to be written.
 type outFrame struct {
 	b       []byte
+	buf     *bytes.Buffer // holds b, if pooled: returned to the pool once written or dropped
 	handles []sysHandle
 	keep    bool            // the handles stay open after sending: the caller still owns them
 	after   func(err error) // runs once the frame is written, or dropped with the error why
@@ -218,6 +220,9 @@ func (ch *channel) finish(batch []outFrame, err error) {
 		}
 		if f.after != nil {
 			f.after(err)
+		}
+		if f.buf != nil {
+			putBuffer(f.buf)
 		}
 	}
 }

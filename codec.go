@@ -49,7 +49,7 @@ func (s Serialization) encode(dst *bytes.Buffer, v any) error {
 	var err error
 	switch s {
 	case Gob:
-		err = gob.NewEncoder(dst).Encode(v)
+		err = gobEncode(dst, v)
 	default:
 		enc := json.NewEncoder(dst)
 		enc.SetEscapeHTML(false)
@@ -63,7 +63,9 @@ func (s Serialization) encode(dst *bytes.Buffer, v any) error {
 
 // check reports whether data is one well-formed value, without knowing its
 // Go type, so that a malformed message from a peer is reported when it
-// arrives rather than when (or if) a handler decodes it.
+// arrives rather than when (or if) a handler decodes it. A gob message is
+// checked on its own here; gobDecoders.check checks it with a decoder kept
+// for its types.
 func (s Serialization) check(data []byte) error {
 	switch s {
 	case Gob:
@@ -75,8 +77,8 @@ func (s Serialization) check(data []byte) error {
 			return err
 		}
 	default:
-		if !json.Valid(data) {
-			return fmt.Errorf("invalid JSON")
+		if off, ok := checkJSON(data); !ok {
+			return fmt.Errorf("invalid JSON at offset %d", off)
 		}
 	}
 	return nil
@@ -109,16 +111,10 @@ func gobFramed(data []byte) error {
 	return nil
 }
 
+// decode decodes data, a message checked on its own, into v.
 func (s Serialization) decode(data []byte, v any) error {
-	var err error
-	switch s {
-	case Gob:
-		err = gob.NewDecoder(bytes.NewReader(data)).Decode(v)
-	default:
-		err = json.Unmarshal(data, v)
+	if s == Gob {
+		return gob.NewDecoder(bytes.NewReader(data)).Decode(v)
 	}
-	if err != nil {
-		return fmt.Errorf("clusternet: decoding %v message: %w", s, err)
-	}
-	return nil
+	return json.Unmarshal(data, v)
 }

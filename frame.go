@@ -55,10 +55,11 @@ func newFrame(kind frameKind, bodyLen, handles int) []byte {
 }
 
 // frame is one frame read from the channel. body aliases the reader's buffer
-// and is valid until the next call to next.
+// and is valid until the next call to next, unless owned.
 type frame struct {
 	kind    frameKind
 	body    []byte
+	owned   bool // body is the caller's: too large for the buffer, it was read on its own
 	handles []sysHandle
 }
 
@@ -128,16 +129,17 @@ func (fr *frameReader) next() (frame, error) {
 		fr.pending = append(fr.pending[:0], fr.pending[nh:]...)
 	}
 	fr.r += frameHeaderLen
-	body, err := fr.readBody(n)
+	body, owned, err := fr.readBody(n)
 	if err != nil {
 		closeHandles(f.handles)
 		return frame{}, err
 	}
-	f.body = body
+	f.body, f.owned = body, owned
 	return f, nil
 }
 
-func (fr *frameReader) readBody(n int) ([]byte, error) {
+// readBody reads a body of n bytes; owned says that it is not in the buffer.
+func (fr *frameReader) readBody(n int) (body []byte, owned bool, err error) {
 	if n > len(fr.buf) {
 		// Too large for the buffer: read it into its own slice.
 		body := make([]byte, n)
@@ -146,23 +148,23 @@ func (fr *frameReader) readBody(n int) ([]byte, error) {
 		for got < n {
 			m, hs, err := fr.t.recv(body[got:])
 			if err := fr.addPending(hs); err != nil {
-				return nil, err
+				return nil, false, err
 			}
 			got += m
 			if err != nil {
-				return nil, truncated(err)
+				return nil, false, truncated(err)
 			}
 		}
-		return body, nil
+		return body, true, nil
 	}
 	for fr.w-fr.r < n {
 		if err := fr.fill(); err != nil {
-			return nil, truncated(err)
+			return nil, false, truncated(err)
 		}
 	}
-	body := fr.buf[fr.r : fr.r+n : fr.r+n]
+	body = fr.buf[fr.r : fr.r+n : fr.r+n]
 	fr.r += n
-	return body, nil
+	return body, false, nil
 }
 
 func truncated(err error) error {
@@ -171,6 +173,10 @@ func truncated(err error) error {
 	}
 	return err
 }
+
+// buffered returns how many bytes the reader holds that next has not
+// returned yet.
+func (fr *frameReader) buffered() int { return fr.w - fr.r }
 
 // fill reads more of the stream into the buffer.
 func (fr *frameReader) fill() error {

@@ -12,7 +12,9 @@ package clusternet
 //	             kind, control frames' JSON, handle announcements) with real
 //	             descriptors: none may leak
 //	FuzzJSON     a message body under JSON serialization
-//	FuzzGob      a message body under Gob serialization
+//	FuzzJSONCheck the arrival check for JSON against json.Valid
+//	FuzzGob      a message body under Gob serialization, checked and
+//	             decoded on its own and with a decoder kept for its types
 //
 // No input may panic, claim more memory than a bound proportional to its
 // size and the frame limit, or leave a descriptor open.
@@ -23,9 +25,12 @@ import (
 	"errors"
 	"io"
 	"os"
+	"reflect"
 	"runtime"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"golang.org/x/sys/unix"
 )
 
@@ -241,9 +246,20 @@ func FuzzHandles(f *testing.F) {
 	})
 }
 
+// fuzzTyped is what the fuzzed messages are decoded into, besides any.
+type fuzzTyped struct {
+	A string
+	B []int
+	C map[string]float64
+	D *struct{ X []byte }
+}
+
 // fuzzMessageBody runs a message body through the primary's path for
-// messages (check, then the handlers), and checks that what the check lets
-// through decodes and what it refuses does not.
+// messages (check, then the handlers), twice, as two messages with the same
+// types (with Gob the second may be checked and decoded by a decoder kept
+// from the first), and checks that what the check lets through decodes,
+// what it refuses does not, and that both come out as the body checked and
+// decoded on its own.
 func fuzzMessageBody(t *testing.T, codec Serialization, body []byte) {
 	before := fuzzAllocated()
 	tr := &fuzzTransport{}
@@ -252,51 +268,61 @@ func fuzzMessageBody(t *testing.T, codec Serialization, body []byte) {
 	w.OnMessage(func(m Message) { got = append(got, m) })
 	var errs []error
 	w.OnError(func(err error) { errs = append(errs, err) })
-	if err := w.deliverMessage(frame{kind: frameMessage, body: append([]byte{byte(handleNone)}, body...)}); err != nil {
-		t.Fatalf("a message that is not a protocol violation closed the channel: %v", err)
+	for range 2 {
+		if err := w.deliverMessage(frame{kind: frameMessage, body: append([]byte{byte(handleNone)}, body...)}); err != nil {
+			t.Fatalf("a message that is not a protocol violation closed the channel: %v", err)
+		}
 	}
 	fuzzDrain()
 	w.ch.abort(ErrChannelClosed)
 	<-w.ch.done
-	checkBound := fuzzAllocBound(len(body), 0)
+	checkBound := 2 * fuzzAllocBound(len(body), 0)
 	if codec == Gob {
 		// gob sizes the slices of a type definition by the length they
 		// claim, up to 10 MiB (its own limit), even when it decodes into
 		// nothing: a few bytes can cost that much, once, transiently.
-		checkBound += gobClaimLimit
+		checkBound += 2 * gobClaimLimit
 	}
 	if n := fuzzAllocated() - before; n > checkBound {
-		t.Fatalf("the primary allocated %d bytes for a message of %d bytes", n, len(body))
+		t.Fatalf("the primary allocated %d bytes for two messages of %d bytes", n, len(body))
 	}
 	checkErr := codec.check(body)
 	switch {
-	case checkErr == nil && len(got) != 1:
+	case checkErr == nil && len(got) != 2:
 		t.Fatalf("a valid message was not delivered (%d messages, errors %v)", len(got), errs)
-	case checkErr != nil && (len(got) != 0 || len(errs) != 1):
+	case checkErr != nil && (len(got) != 0 || len(errs) != 2):
 		t.Fatalf("an invalid message: %d delivered, %d error events", len(got), len(errs))
 	}
-	// What handlers do with a message that was delivered.
-	var typed struct {
-		A string
-		B []int
-		C map[string]float64
-		D *struct{ X []byte }
-	}
-	var v any
-	var decErr error
+	// What handlers do with a message that was delivered, against the
+	// message decoded on its own.
 	before = fuzzAllocated()
-	if checkErr == nil {
-		got[0].Decode(&typed)
-		decErr = got[0].Decode(&v)
+	var decErr error
+	for i, m := range got {
+		for _, target := range []func() any{func() any { return new(fuzzTyped) }, func() any { return new(any) }} {
+			v, alone := target(), target()
+			err := m.Decode(v)
+			errAlone := codec.decode(body, alone)
+			if (err == nil) != (errAlone == nil) {
+				t.Fatalf("message %d into %T: Decode: %v; decoded on its own: %v", i, v, err, errAlone)
+			}
+			// DeepEqual first: cmp is slow on deep values, and needed only
+			// for NaN, which is not equal to itself.
+			if err == nil && !reflect.DeepEqual(alone, v) && !cmp.Equal(alone, v, cmpopts.EquateNaNs()) {
+				t.Fatalf("message %d into %T (-on its own +Decode):\n%s", i, v, cmp.Diff(alone, v, cmpopts.EquateNaNs()))
+			}
+			if _, ok := v.(*any); ok && i == 0 {
+				decErr = err
+			}
+		}
 	}
-	bound := fuzzAllocBound(len(body), 0)
+	bound := 2 * fuzzAllocBound(len(body), 0)
 	if codec == Gob {
 		// gob sizes a slice by the length the message claims, up to
 		// 10 MiB (its own limit), and fails only once the data runs out.
-		bound += 2 * gobClaimLimit
+		bound += 8 * gobClaimLimit
 	}
 	if n := fuzzAllocated() - before; n > bound {
-		t.Fatalf("decoding a message of %d bytes allocated %d bytes", len(body), n)
+		t.Fatalf("decoding two messages of %d bytes allocated %d bytes", len(body), n)
 	}
 	if codec == JSON && checkErr == nil && decErr != nil {
 		var te *json.UnmarshalTypeError
@@ -309,6 +335,7 @@ func fuzzMessageBody(t *testing.T, codec Serialization, body []byte) {
 	// interface values than decoding into an interface: such messages are
 	// dropped, with an error event.)
 	if checkErr != nil && codec == JSON {
+		var v any
 		if err := codec.decode(body, &v); err == nil {
 			t.Fatalf("the check refused a message that decodes: %v", checkErr)
 		}
@@ -322,11 +349,28 @@ func FuzzJSON(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) { fuzzMessageBody(t, JSON, body) })
 }
 
+// FuzzJSONCheck compares the arrival check for JSON with json.Valid.
+func FuzzJSONCheck(f *testing.F) {
+	for _, s := range []string{
+		`{"action":"pewpewpew","powerLevel":9001,"data":"xxxxxxxxxxxxxxxxxxxxxxxx"}`,
+		`[-0.5e+10,true,false,null,"\u00e9\n",{}]`, "\"01234567\x01\"", "\"0123456\\\"x\"",
+		`"\uD83D\uDE00"`, "\"\xff\xfe\"", " \t\r\n[ ] ", `01`, `1.`, `{"a" 1}`, `[1,]`, `[[[[]]]]`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if _, ok := checkJSON(data); ok != json.Valid(data) {
+			t.Fatalf("checkJSON(%q) = %v, json.Valid says %v", data, ok, !ok)
+		}
+	})
+}
+
 func FuzzGob(f *testing.F) {
 	for _, v := range []any{"hello", 42, []int{1, 2, 3}, map[string]float64{"k": 1.5}, struct {
 		A string
 		B []int
-	}{"x", []int{1}}} {
+	}{"x", []int{1}}, fuzzTyped{A: "a", B: []int{1}, C: map[string]float64{"c": 2}, D: &struct{ X []byte }{[]byte("x")}},
+		[]any{1, "x", 2.5}} {
 		var buf bytes.Buffer
 		if err := Gob.encode(&buf, v); err != nil {
 			f.Fatal(err)

@@ -43,15 +43,28 @@ func (k handleKind) String() string {
 type Message struct {
 	data  []byte
 	codec Serialization
+	gob   *gobDecoder // decodes data, if a kept decoder checked it
 	h     *receivedHandle
 }
 
 // Decode decodes the message into v, as json.Unmarshal or a gob.Decoder would.
+// It may be called any number of times, from any goroutine.
 func (m Message) Decode(v any) error {
-	return m.codec.decode(m.data, v)
+	var err error
+	if m.gob != nil {
+		err = m.gob.decodeMessage(m.data, v)
+	} else {
+		err = m.codec.decode(m.data, v)
+	}
+	if err != nil {
+		return fmt.Errorf("clusternet: decoding %v message: %w", m.codec, err)
+	}
+	return nil
 }
 
-// Raw returns the encoded message (JSON text, or one gob value with its types).
+// Raw returns the encoded message: with JSON its text; with Gob a complete
+// gob stream holding one value, preceded by the definitions of the types it
+// uses, which a new gob.Decoder decodes.
 func (m Message) Raw() []byte { return m.data }
 
 // HasHandle reports whether a handle came with the message and is still
@@ -202,15 +215,18 @@ func encodeMessage(codec Serialization, v any, opts []SendOption) (outFrame, err
 			f.after = func(error) { c.Close() }
 		}
 	}
+	// The frame is written from the pooled buffer, which goes back to the
+	// pool once written: a copy would cost as much as the encoding for a
+	// large message of strings.
 	buf := getBuffer()
-	defer putBuffer(buf)
 	buf.Write(make([]byte, frameHeaderLen))
 	buf.WriteByte(byte(kind))
 	if err := codec.encode(buf, v); err != nil {
+		putBuffer(buf)
 		closeHandles(f.handles)
 		return outFrame{}, err
 	}
-	f.b = append([]byte(nil), buf.Bytes()...)
+	f.b, f.buf = buf.Bytes(), buf
 	appendHeader(f.b[:0], frameMessage, len(f.b)-frameHeaderLen, len(f.handles))
 	return f, nil
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 )
@@ -84,6 +85,7 @@ type Worker struct {
 	onError      handlers[func(error)]
 
 	inbox      inbox
+	gobIn      gobDecoders   // with Gob: decoders for the messages that arrive
 	done       chan struct{} // closed after the exit handlers ran
 	readerDone chan struct{} // closed when the channel reader has finished
 	stdout     *outputBuffer
@@ -264,9 +266,12 @@ func (w *Worker) Kill(sig os.Signal) error {
 }
 
 // postMessage queues a message event for w's handlers (and, in the primary,
-// the cluster's).
-func (w *Worker) postMessage(body []byte, h *receivedHandle) {
-	m := Message{data: append([]byte(nil), body...), codec: w.codec, h: h}
+// the cluster's). The message keeps body if owned, a copy otherwise.
+func (w *Worker) postMessage(body []byte, owned bool, gd *gobDecoder, h *receivedHandle) {
+	if !owned {
+		body = append([]byte(nil), body...)
+	}
+	m := Message{data: body, codec: w.codec, gob: gd, h: h}
 	if w.self && !w.early.heard.Load() {
 		w.early.mu.Lock()
 		defer w.early.mu.Unlock()
@@ -370,7 +375,8 @@ func (w *Worker) deliverMessage(f frame) error {
 	if err != nil {
 		return err
 	}
-	if err := w.codec.check(body); err != nil {
+	gd, err := w.checkMessage(body)
+	if err != nil {
 		if h != nil {
 			h.release()
 		}
@@ -378,8 +384,23 @@ func (w *Worker) deliverMessage(f frame) error {
 		return nil
 	}
 	w.stats.messagesIn.Add(1)
-	w.postMessage(body, h)
+	w.postMessage(body, f.owned, gd, h)
+	if w.ch.reader.buffered() == 0 {
+		// The handlers first: with nothing buffered, the next read only
+		// finds the channel empty, a system call that a reply would
+		// otherwise wait for when the handlers share the reader's P.
+		runtime.Gosched()
+	}
 	return nil
+}
+
+// checkMessage checks the body of a message as it arrives and returns the
+// decoder that will decode it, if it is not to be decoded on its own.
+func (w *Worker) checkMessage(body []byte) (*gobDecoder, error) {
+	if w.codec == Gob {
+		return w.gobIn.check(body)
+	}
+	return nil, w.codec.check(body)
 }
 
 func (w *Worker) postError(err error) {
