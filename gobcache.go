@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding"
 	"encoding/gob"
+	"errors"
 	"fmt"
 	"math"
 	"reflect"
@@ -134,11 +135,25 @@ func (s *gobStream) prime(types []byte) error {
 
 // value decodes msg, one gob message holding a value, into v (nil: checks
 // it and discards the value).
-func (s *gobStream) value(msg []byte, v any) error {
+func (s *gobStream) value(msg []byte, v any) (err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.dec == nil {
+		return errGobBroken
+	}
+	defer func() {
+		// encoding/gob panics on some malformed input (a nil dereference
+		// in ignoreSingle, found by FuzzGob): that is a malformed message,
+		// and the decoder, in no known state, decodes nothing more. Only
+		// the peer that sent it loses: the decoders are its channel's.
+		if p := recover(); p != nil {
+			s.dec = nil
+			s.in.Reset(nil)
+			err = fmt.Errorf("%w (%v)", errGobBroken, p)
+		}
+	}()
 	s.in.Reset(msg)
-	err := s.dec.Decode(v)
+	err = s.dec.Decode(v)
 	if len(msg) > gobRetain {
 		s.in.Reset(gobPrimer)
 		s.dec.DecodeValue(reflect.Value{})
@@ -146,6 +161,8 @@ func (s *gobStream) value(msg []byte, v any) error {
 	s.in.Reset(nil) // what an error left unread must not precede the next message
 	return err
 }
+
+var errGobBroken = errors.New("gob: malformed message: encoding/gob failed on it")
 
 // gob's predefined type ids: bool, int, uint, float, []byte, string and
 // complex, 1 to 7; then interface, the types of its own definitions, and
