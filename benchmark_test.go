@@ -64,6 +64,7 @@ func BenchmarkMessageCodec(b *testing.B) {
 					if err := (Message{data: body, codec: ser, gob: gd}).Decode(&q); err != nil {
 						b.Fatal(err)
 					}
+					putBuffer(f.buf) // as the channel does once the frame is written
 				}
 			})
 		}

@@ -12,7 +12,8 @@ package clusternet
 //	             kind, control frames' JSON, handle announcements) with real
 //	             descriptors: none may leak
 //	FuzzJSON     a message body under JSON serialization
-//	FuzzJSONCheck the arrival check for JSON against json.Valid
+//	FuzzJSONCheck
+//	             the arrival check for JSON, against json.Valid
 //	FuzzGob      a message body under Gob serialization, checked and
 //	             decoded on its own and with a decoder kept for its types
 //
@@ -27,6 +28,7 @@ import (
 	"os"
 	"reflect"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -357,6 +359,9 @@ func FuzzJSONCheck(f *testing.F) {
 		`"\uD83D\uDE00"`, "\"\xff\xfe\"", " \t\r\n[ ] ", `01`, `1.`, `{"a" 1}`, `[1,]`, `[[[[]]]]`,
 	} {
 		f.Add([]byte(s))
+	}
+	for _, depth := range []int{jsonMaxDepth, jsonMaxDepth + 1} { // encoding/json's limit
+		f.Add([]byte(strings.Repeat("[", depth) + strings.Repeat("]", depth)))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if _, ok := checkJSON(data); ok != json.Valid(data) {

@@ -142,10 +142,12 @@ func (s *gobStream) value(msg []byte, v any) (err error) {
 		return errGobBroken
 	}
 	defer func() {
-		// encoding/gob panics on some malformed input (a nil dereference
-		// in ignoreSingle, found by FuzzGob): that is a malformed message,
-		// and the decoder, in no known state, decodes nothing more. Only
-		// the peer that sent it loses: the decoders are its channel's.
+		// encoding/gob panics on some malformed input (FuzzGob found a
+		// nil dereference in ignoreSingle, for an array of element type
+		// id 0, which gobTypeIDs now refuses): that is a malformed
+		// message, and the decoder, in no known state, decodes nothing
+		// more. Only the peer that sent it loses: the decoders are its
+		// channel's.
 		if p := recover(); p != nil {
 			s.dec = nil
 			s.in.Reset(nil)
@@ -310,31 +312,37 @@ func (r *gobReader) fields(nfields int, field func(i int)) {
 }
 
 // wireType reads gob's wireType, one of whose fields says what kind of type
-// is defined, and appends the ids it refers to to refs.
+// is defined, and appends the ids it refers to to refs. A reference left
+// out is id 0, which gob writes for no type at all: only a broken peer
+// sends one, and refs has it so that the definitions are refused.
 func (r *gobReader) wireType(refs []int32) []int32 {
 	kinds := 0
 	r.fields(7, func(i int) {
 		kinds++
 		switch i {
 		case 0: // ArrayT: CommonType, Elem, Len
+			var elem int32
 			r.fields(3, func(i int) {
 				switch i {
 				case 0:
 					r.commonType()
 				case 1:
-					refs = append(refs, r.typeID())
+					elem = r.typeID()
 				case 2:
 					r.int()
 				}
 			})
+			refs = append(refs, elem)
 		case 1: // SliceT: CommonType, Elem
+			var elem int32
 			r.fields(2, func(i int) {
 				if i == 0 {
 					r.commonType()
 				} else {
-					refs = append(refs, r.typeID())
+					elem = r.typeID()
 				}
 			})
+			refs = append(refs, elem)
 		case 2: // StructT: CommonType, Field []fieldType{Name, Id}
 			r.fields(2, func(i int) {
 				if i == 0 {
@@ -347,23 +355,30 @@ func (r *gobReader) wireType(refs []int32) []int32 {
 					return
 				}
 				for range n {
+					var id int32
 					r.fields(2, func(i int) {
 						if i == 0 {
 							r.skipString()
 						} else {
-							refs = append(refs, r.typeID())
+							id = r.typeID()
 						}
 					})
+					refs = append(refs, id)
 				}
 			})
 		case 3: // MapT: CommonType, Key, Elem
+			var key, elem int32
 			r.fields(3, func(i int) {
-				if i == 0 {
+				switch i {
+				case 0:
 					r.commonType()
-				} else {
-					refs = append(refs, r.typeID())
+				case 1:
+					key = r.typeID()
+				case 2:
+					elem = r.typeID()
 				}
 			})
+			refs = append(refs, key, elem)
 		default: // GobEncoderT, BinaryMarshalerT, TextMarshalerT: CommonType
 			r.fields(1, func(int) { r.commonType() })
 		}
@@ -460,6 +475,8 @@ func gobEncode(dst *bytes.Buffer, v any) error {
 	return err
 }
 
+// gobSelfEncoders are the interfaces through which a type encodes itself
+// for gob.
 var gobSelfEncoders = []reflect.Type{reflect.TypeFor[gob.GobEncoder](), reflect.TypeFor[encoding.BinaryMarshaler]()}
 
 // gobInterfaceFree reports whether gob encodes values of type t without

@@ -291,6 +291,9 @@ func TestGobDecodersRefuse(t *testing.T) {
 		{"no value", bytes.Clone(types), true},
 		// A definition with an interface.
 		{"interface type", gobFresh(t, gobTestAny{Name: "x"}), false},
+		// An array whose element type is left out, id 0 (FuzzGob: a kept
+		// decoder made gob panic on its value).
+		{"no element type", []byte("\x0b\x7f\x01\x01\x02\xff0\x00\x020\x00\x00\a\xff\x80\x000000"), true},
 	} {
 		var in gobDecoders
 		in.check(inner) // keeps a decoder for types
@@ -335,6 +338,10 @@ func TestGobDecodersBound(t *testing.T) {
 // gobTypeIDs accepts what gob writes for types without interfaces, and
 // nothing truncated.
 func TestGobTypeIDs(t *testing.T) {
+	// An array type whose element type is left out: id 0, no type.
+	if _, ok := gobTypeIDs([]byte("\x0b\x7f\x01\x01\x02\xff0\x00\x020\x00\x00")); ok {
+		t.Error("a definition without its element type accepted")
+	}
 	for _, v := range gobTestValues() {
 		body := gobFresh(t, v)
 		free := gobInterfaceFree(reflect.TypeOf(v), map[reflect.Type]bool{})
