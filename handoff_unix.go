@@ -15,35 +15,11 @@ import (
 
 var reusePortControl = reuseport.Control
 
-// bindStream binds a listening socket in the primary. A Unix socket file
-// gets mode (see Settings.SocketMode) and is removed when the listener closes.
-func bindStream(network, address string, backlog int, reuse bool, mode os.FileMode) (net.Listener, error) {
+// bindStream binds a listening socket in the primary: TCP, or a Unix
+// socket with an abstract name (socket files: bindSocketFile).
+func bindStream(network, address string, backlog int, reuse bool) (net.Listener, error) {
 	lc := ListenConfig{Backlog: backlog}
-	file := network == "unix" && address != "" && address[0] != '@'
-	if file {
-		lc.Control = func(_, _ string, c syscall.RawConn) error {
-			// The socket's own mode is the file's at bind (less the umask),
-			// so the file never exists with a looser mode. Linux honours
-			// this; elsewhere the chmod below follows the bind.
-			c.Control(func(fd uintptr) { unix.Fchmod(int(fd), uint32(mode)) })
-			return nil
-		}
-	}
-	ln, err := lc.bind(context.Background(), network, address, reuse)
-	if err != nil {
-		return nil, err
-	}
-	if ul, ok := ln.(*net.UnixListener); ok {
-		ul.SetUnlinkOnClose(true)
-		if file {
-			// Restores what the umask took away: only ever loosens.
-			if err := os.Chmod(address, mode); err != nil {
-				ln.Close()
-				return nil, &net.OpError{Op: "listen", Net: network, Addr: ln.Addr(), Err: err}
-			}
-		}
-	}
-	return ln, nil
+	return lc.bind(context.Background(), network, address, reuse)
 }
 
 // bindPacket binds a UDP socket in the primary.

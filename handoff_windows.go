@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"syscall"
 
 	"github.com/libp2p/go-reuseport"
@@ -18,10 +17,9 @@ import (
 // spread connections across them.
 var reusePortControl = reuseport.Control
 
-// bindStream binds a listening socket in the primary. Windows has no file
-// permissions for Unix sockets to set, so mode is not used; the net package
-// removes the socket file when the listener closes.
-func bindStream(network, address string, backlog int, reuse bool, mode os.FileMode) (net.Listener, error) {
+// bindStream binds a listening socket in the primary; the net package
+// removes a Unix socket's file when the listener closes.
+func bindStream(network, address string, backlog int, reuse bool) (net.Listener, error) {
 	lc := ListenConfig{Backlog: backlog}
 	return lc.bind(context.Background(), network, address, reuse)
 }

@@ -92,6 +92,7 @@ func hfFlood(c *net.UnixConn, mode string, d time.Duration) (int, error) {
 	deadline := time.Now().Add(d)
 	payload, _ := json.Marshal(strings.Repeat("f", 8<<10))
 	msg := hfFrame(frameMessage, append([]byte{byte(handleNone)}, payload...))
+	bad := hfFrame(frameMessage, append([]byte{byte(handleNone)}, `{"not": json}`...))
 	n := 0
 	var buf []byte
 	for time.Now().Before(deadline) {
@@ -100,6 +101,8 @@ func hfFlood(c *net.UnixConn, mode string, d time.Duration) (int, error) {
 			switch mode {
 			case "messages":
 				buf = append(buf, msg...)
+			case "badjson": // frames intact, bodies that do not decode
+				buf = append(buf, bad...)
 			case "online":
 				buf = append(buf, hfFrame(frameOnline, nil)...)
 			case "listening":

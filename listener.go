@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -156,7 +157,13 @@ func (lc *ListenConfig) Listen(ctx context.Context, network, address string) (ne
 	default:
 		ln, err = listenerFromHandle(h)
 		if err == nil {
-			ln = w.listeners.track(ln, network, rep.Key)
+			tl := w.listeners.track(ln, network, rep.Key)
+			if network == "unix" && rep.Address != "" {
+				// The primary may bind relative to the socket's directory:
+				// the socket's own name for itself is then not the path.
+				tl.addr, _ = parseAddr(rep.Address)
+			}
+			ln = tl
 		} else {
 			w.listeners.unlisten(w, rep.Key)
 		}
@@ -198,12 +205,23 @@ func chainControl(a, b func(string, string, syscall.RawConn) error) func(string,
 }
 
 // absUnixPath makes a Unix socket path absolute in the worker, whose working
-// directory may differ from the primary's. Abstract names (@...) stay.
+// directory may differ from the primary's, and resolves the symbolic links
+// in its directory as the worker sees them: the primary follows none in a
+// path a worker gives it (docs/security.md). Abstract names (@...) stay.
 func absUnixPath(network, address string) (string, error) {
 	if network != "unix" && network != "unixgram" || address == "" || address[0] == '@' {
 		return address, nil
 	}
-	return filepath.Abs(address)
+	path, err := filepath.Abs(address)
+	if err != nil {
+		return "", err
+	}
+	dir, name := filepath.Split(path)
+	if real, err := filepath.EvalSymlinks(dir); err == nil && name != "" {
+		// Where the directory cannot be resolved, the primary says why.
+		path = filepath.Join(real, name)
+	}
+	return path, nil
 }
 
 func (w *Worker) reportListening(a Address) {
@@ -246,6 +264,11 @@ type wireError struct {
 
 func toWireError(err error) *wireError {
 	we := &wireError{Msg: err.Error()}
+	if oe, ok := err.(*net.OpError); ok {
+		// The worker wraps it in an OpError of its own, naming the same
+		// network and address.
+		we.Msg = oe.Err.Error()
+	}
 	var errno syscall.Errno
 	if errors.As(err, &errno) {
 		we.Errno = uint64(errno)
@@ -265,9 +288,24 @@ func (we *wireError) error(network, address string) error {
 			op = "listen"
 		}
 		err = os.NewSyscallError(op, syscall.Errno(we.Errno))
+		if !strings.HasSuffix(we.Msg, err.Error()) {
+			// The primary said more than the errno (why, and what to do):
+			// its words, with the errno for errors.Is.
+			err = &explainedError{msg: we.Msg, err: err}
+		}
 	}
 	return &net.OpError{Op: "listen", Net: network, Addr: strAddr(address), Err: fmt.Errorf("primary: %w", err)}
 }
+
+// explainedError is an error from the primary whose text says more than
+// the error it wraps.
+type explainedError struct {
+	msg string
+	err error
+}
+
+func (e *explainedError) Error() string { return e.msg }
+func (e *explainedError) Unwrap() error { return e.err }
 
 type strAddr string
 
@@ -425,7 +463,7 @@ func (s *listenerSet) unlisten(w *Worker, key uint32) {
 
 // track registers a listener that accepts on its own socket, so that
 // Disconnect closes it and waits for its connections.
-func (s *listenerSet) track(ln net.Listener, network string, key uint32) net.Listener {
+func (s *listenerSet) track(ln net.Listener, network string, key uint32) *trackedListener {
 	tl := &trackedListener{Listener: ln, membership: membership{set: s, key: key}}
 	s.add(tl)
 	return tl
@@ -488,6 +526,16 @@ func (s *listenerSet) channelClosed() {
 type trackedListener struct {
 	net.Listener
 	membership
+	addr net.Addr // if set, the address Addr returns
+}
+
+// Addr returns the listener's address: for a Unix socket the primary bound,
+// the path the worker asked for.
+func (l *trackedListener) Addr() net.Addr {
+	if l.addr != nil {
+		return l.addr
+	}
+	return l.Listener.Addr()
 }
 
 func (l *trackedListener) Accept() (net.Conn, error) {

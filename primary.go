@@ -21,7 +21,7 @@ type Settings struct {
 	Dir           string        // its working directory (Node cwd); default: the primary's
 	Env           []string      // "KEY=value" added to every worker's environment
 	Serialization Serialization // JSON (default) or Gob (Node "advanced")
-	Silent        bool          // worker stdout/stderr to Worker.Stdout()/Stderr() instead of the primary's
+	Silent        bool          // worker stdout/stderr to Worker.Stdout()/Stderr() instead of the primary's; each keeps the newest 1 MiB unread (older output is dropped, counted in WorkerStats.OutputDropped)
 	Stdin         io.Reader     // Node stdio; set ones override Silent
 	Stdout        io.Writer
 	Stderr        io.Writer
@@ -37,7 +37,10 @@ type Settings struct {
 	// create a socket file anywhere the primary may (/etc). network and
 	// address are as the worker asked ("127.0.0.1:ssh" and "tcp :22" name
 	// port 22 too): compare them with an allow-list of exact strings rather
-	// than parsing them.
+	// than parsing them. For a Unix socket file, address is the clean
+	// absolute path the primary will bind (a relative path is resolved
+	// against the worker's working directory); the primary follows no
+	// symbolic link on it. See docs/security.md.
 	AllowListen func(w *Worker, network, address string) error
 
 	// SocketMode is the permission of the Unix socket files the primary
@@ -74,8 +77,9 @@ var cluster struct {
 	frozen    bool  // the policy can no longer change
 	lastID    int
 	workers   map[int]*Worker
-	alive     map[*Worker]bool // every worker until its exit event, even after it left workers
-	servers   map[string]*server
+	alive     map[*Worker]bool    // every worker until its exit event, even after it left workers
+	servers   map[string]*server  // by network|address
+	binding   map[string]*binding // addresses being bound for a worker, by network|address
 
 	onFork       handlers[func(*Worker)]
 	onOnline     handlers[func(*Worker)]
@@ -91,6 +95,7 @@ func init() {
 	cluster.workers = make(map[int]*Worker)
 	cluster.alive = make(map[*Worker]bool)
 	cluster.servers = make(map[string]*server)
+	cluster.binding = make(map[string]*binding)
 }
 
 // IsPrimary reports whether this process is not a worker (Node's

@@ -199,24 +199,21 @@ func secPort(t *testing.T, not ...int) int {
 	return 0
 }
 
-func TestSecurityUnprivilegedWorkers(t *testing.T) {
+// secUnprivileged returns the uid and gid of nobody, and a copy of the test
+// binary that nobody may run, in a directory of its own (0755, root's),
+// removed when the test ends. It skips the test unless it runs as root.
+func secUnprivileged(t *testing.T) (uid, gid int, exe, dir string) {
+	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root: the primary binds a port below 1024 for workers it runs as nobody (CI runs as root)")
+		t.Skip("needs root: the primary runs workers as nobody (CI runs as root)")
 	}
 	nobody, err := user.Lookup("nobody")
 	if err != nil {
 		t.Skipf("no user nobody: %v", err)
 	}
-	uid, _ := strconv.Atoi(nobody.Uid)
-	gid, _ := strconv.Atoi(nobody.Gid)
-	if start, err := os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start"); err == nil {
-		if n, _ := strconv.Atoi(strings.TrimSpace(string(start))); n <= 80 {
-			t.Logf("net.ipv4.ip_unprivileged_port_start is %d: unprivileged processes may bind low ports here", n)
-		}
-	}
-
-	// The workers run a copy of the test binary that nobody may execute.
-	dir, err := os.MkdirTemp("", "clusternet-security-")
+	uid, _ = strconv.Atoi(nobody.Uid)
+	gid, _ = strconv.Atoi(nobody.Gid)
+	dir, err = os.MkdirTemp("", "clusternet-security-")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +221,7 @@ func TestSecurityUnprivilegedWorkers(t *testing.T) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	exe := filepath.Join(dir, "clusternet.test")
+	exe = filepath.Join(dir, "clusternet.test")
 	src, err := os.Open(os.Args[0])
 	if err != nil {
 		t.Fatal(err)
@@ -240,6 +237,16 @@ func TestSecurityUnprivilegedWorkers(t *testing.T) {
 	}
 	if err != nil {
 		t.Fatal(err)
+	}
+	return uid, gid, exe, dir
+}
+
+func TestSecurityUnprivilegedWorkers(t *testing.T) {
+	uid, gid, exe, dir := secUnprivileged(t)
+	if start, err := os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start"); err == nil {
+		if n, _ := strconv.Atoi(strings.TrimSpace(string(start))); n <= 80 {
+			t.Logf("net.ipv4.ip_unprivileged_port_start is %d: unprivileged processes may bind low ports here", n)
+		}
 	}
 
 	for _, tc := range []struct {

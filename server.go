@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -15,6 +16,12 @@ import (
 // The primary's side of listening: one server per network and address that
 // workers listen on, created by the first worker that asks and closed when
 // the last one leaves.
+//
+// Locks, in the order they are taken: srv.bindMu (modeOwn binds of one
+// address, held alone), cluster.mu (the servers and the addresses being
+// bound), srv.mu (one server's subscriptions and queues), w.mu (one
+// worker's). No bind, name lookup or other call that may wait runs under
+// cluster.mu or srv.mu.
 
 // maxListensPerWorker bounds the addresses one worker may hold, so that a
 // worker cannot make the primary bind without end.
@@ -32,6 +39,8 @@ type server struct {
 	inherited *activatedSocket // sock came from socket activation: never closed
 	polled    *os.File         // modeRR: a copy of sock that the accept loop waits on
 	boundAt   string           // network|address actually bound, reported to workers
+
+	bindMu sync.Mutex // modeOwn: one bind at a time; guards address and boundAt
 
 	mu      sync.Mutex
 	cond    sync.Cond
@@ -195,8 +204,21 @@ func (w *Worker) takeSub(key uint32) *subscription {
 	return sub
 }
 
+// maxListenAttempts bounds how often one listen request starts over
+// because other workers closed the address it was about to join.
+const maxListenAttempts = 3
+
+// errServerClosed is why a listen request starts over: the server it found
+// was closed by the time it joined.
+var errServerClosed = errors.New("the address was closed meanwhile")
+
 // listenFor binds or shares an address for w. The handle, if any, is the
 // worker's socket, closed in the primary once sent.
+//
+// It runs on w's channel reader, and nothing in it that may wait (a name
+// lookup, a bind in a directory on a slow file system, AllowListen) runs
+// under a lock that other workers need: a slow address stalls only the
+// workers that ask for it.
 func listenFor(w *Worker, req listenRequest) (listenReply, []sysHandle) {
 	refuse := func(err error) (listenReply, []sysHandle) { return listenReply{Err: toWireError(err)}, nil }
 	if err := checkListenNetwork(req.Network, req.Packet); err != nil {
@@ -211,90 +233,176 @@ func listenFor(w *Worker, req listenRequest) (listenReply, []sysHandle) {
 	case n >= maxListensPerWorker:
 		return refuse(fmt.Errorf("the worker already listens on %d addresses, the most one worker may", n))
 	}
+	if isSocketFile(req.Network, req.Address) {
+		path, err := w.socketPath(req.Address)
+		if err != nil {
+			return refuse(&net.OpError{Op: "listen", Net: req.Network, Addr: strAddr(req.Address), Err: err})
+		}
+		req.Address = path
+	}
 	settings := CurrentSettings()
 	if allow := settings.AllowListen; allow != nil {
 		if err := allow(w, req.Network, req.Address); err != nil {
 			return refuse(fmt.Errorf("not allowed: %w", err))
 		}
 	}
-	mode := modeShared
-	switch policy := SchedulingPolicy(); {
-	case req.ReusePort && req.Network != "unix":
-		mode = modeOwn
-	case req.Packet || req.Network == "unix" && policy == SchedReusePort:
-	case policy == SchedRR:
-		mode = modeRR
-	case policy == SchedReusePort:
-		mode = modeOwn
+	mode := shareMode(req, SchedulingPolicy())
+	for range maxListenAttempts {
+		srv, err := findOrBind(req, mode, settings.SocketMode.Perm())
+		if err != nil {
+			return refuse(err)
+		}
+		rep, hs, err := srv.subscribe(w, req)
+		if errors.Is(err, errServerClosed) {
+			continue
+		}
+		if err != nil {
+			return refuse(err)
+		}
+		return rep, hs
 	}
+	return refuse(fmt.Errorf("%s %s: other workers closed it each time it was bound; try again", req.Network, req.Address))
+}
 
-	cluster.mu.Lock()
-	defer cluster.mu.Unlock()
-	id := joinNetwork(req.Network, req.Address)
-	srv := cluster.servers[id]
-	if srv != nil && (srv.mode != mode || srv.packet != req.Packet) {
-		return refuse(fmt.Errorf("%s %s is already shared with other workers in %s mode; this listen asks for %s", req.Network, req.Address, srv.mode, mode))
+// shareMode is how the primary shares an address under policy.
+func shareMode(req listenRequest, policy Policy) string {
+	switch {
+	case req.ReusePort && req.Network != "unix":
+		return modeOwn
+	case req.Packet || req.Network == "unix" && policy == SchedReusePort:
+		return modeShared
+	case policy == SchedRR:
+		return modeRR
+	case policy == SchedReusePort:
+		return modeOwn
 	}
-	if srv != nil {
+	return modeShared
+}
+
+// isSocketFile reports whether a listen on network and address makes a
+// socket file: a Unix socket path that is not an abstract name (@...).
+func isSocketFile(network, address string) bool {
+	return network == "unix" && address != "" && address[0] != '@'
+}
+
+// socketPath returns the socket file path a worker asked for as the
+// primary binds it, and as AllowListen sees it: clean, and absolute. A
+// relative path is the worker's, resolved against the worker's working
+// directory, never the primary's (clusternet.Listen sends absolute paths;
+// another program may not).
+func (w *Worker) socketPath(path string) (string, error) {
+	if !filepath.IsAbs(path) {
+		dir, err := workingDir(w.proc)
+		if err != nil {
+			return "", fmt.Errorf("relative socket path %q: %w", path, err)
+		}
+		path = filepath.Join(dir, path)
+	}
+	return filepath.Clean(path), nil
+}
+
+// binding is an address that a worker's listen is binding, outside
+// cluster.mu: the other workers that ask for it meanwhile wait for it.
+type binding struct {
+	done chan struct{} // closed when the bind is over
+	err  error         // its error, set before done is closed
+}
+
+// findOrBind returns the server for req's address, binding it if no worker
+// listens there yet.
+func findOrBind(req listenRequest, mode string, perm os.FileMode) (*server, error) {
+	id := joinNetwork(req.Network, req.Address)
+	for {
+		cluster.mu.Lock()
+		if srv := cluster.servers[id]; srv != nil {
+			cluster.mu.Unlock()
+			if srv.mode != mode || srv.packet != req.Packet {
+				return nil, fmt.Errorf("%s %s is already shared with other workers in %s mode; this listen asks for %s", req.Network, req.Address, srv.mode, mode)
+			}
+			return srv, nil
+		}
+		if b := cluster.binding[id]; b != nil {
+			cluster.mu.Unlock()
+			<-b.done
+			if b.err != nil {
+				return nil, b.err
+			}
+			continue
+		}
+		b := &binding{done: make(chan struct{})}
+		cluster.binding[id] = b
+		cluster.mu.Unlock()
+
+		srv, err := newServer(req, mode, perm)
+		cluster.mu.Lock()
+		delete(cluster.binding, id)
+		if err == nil {
+			lastServerKey++
+			srv.key = lastServerKey
+			cluster.servers[id] = srv
+		}
+		cluster.mu.Unlock()
+		b.err = err
+		close(b.done)
+		return srv, err
+	}
+}
+
+// subscribe makes w a user of srv and returns the reply and the handle for
+// w. It returns errServerClosed if srv was closed before w could join.
+func (srv *server) subscribe(w *Worker, req listenRequest) (listenReply, []sysHandle, error) {
+	if w.usesServer(srv) {
 		// One subscription per worker and server (w.subs is keyed by the
 		// server): a second listen on the same address fails as it would
 		// with net.Listen in one process.
-		w.mu.Lock()
-		_, again := w.subs[srv.key]
-		w.mu.Unlock()
-		if again {
-			return refuse(os.NewSyscallError("bind", syscall.EADDRINUSE))
-		}
-	}
-	if srv == nil {
-		var err error
-		if srv, err = newServer(req, mode, settings.SocketMode.Perm()); err != nil {
-			return refuse(err)
-		}
-		lastServerKey++
-		srv.key = lastServerKey
-		cluster.servers[id] = srv
-		if mode == modeRR {
-			rc, err := srv.startPolling()
-			if err != nil {
-				srv.closeLocked()
-				return refuse(err)
-			}
-			go srv.acceptLoop(rc)
-		}
+		return listenReply{}, nil, os.NewSyscallError("bind", syscall.EADDRINUSE)
 	}
 	sub := &subscription{srv: srv, w: w}
-	var hs []sysHandle
-	switch mode {
+	boundAt := srv.boundAt
+	var h sysHandle
+	var err error
+	switch srv.mode {
 	case modeRR:
-		h, err := sub.openHandoff()
-		if err != nil {
-			srv.closeIfUnused()
-			return refuse(err)
-		}
-		hs = []sysHandle{h}
+		h, err = sub.openHandoff()
 	case modeShared:
-		h, err := srv.dup()
-		if err != nil {
-			srv.closeIfUnused()
-			return refuse(err)
-		}
-		hs = []sysHandle{h}
+		h, err = srv.dup()
 	case modeOwn:
-		h, err := srv.bindOwn(req)
-		if err != nil {
-			srv.closeIfUnused()
-			return refuse(err)
-		}
-		hs = []sysHandle{h}
+		h, boundAt, err = srv.bindOwn(req)
 	}
+	if err != nil {
+		if srv.closeIfUnused() {
+			err = errServerClosed // its socket was closed under the dup
+		}
+		return listenReply{}, nil, err
+	}
+
+	cluster.mu.Lock()
 	srv.mu.Lock()
-	srv.subs = append(srv.subs, sub)
+	closed := srv.closed
+	if !closed {
+		srv.subs = append(srv.subs, sub)
+		w.mu.Lock()
+		w.subs[srv.key] = sub
+		w.mu.Unlock()
+	}
 	srv.mu.Unlock()
+	cluster.mu.Unlock()
+	if closed {
+		closeHandles([]sysHandle{h})
+		if sub.handoff {
+			closeHandles([]sysHandle{sub.out, sub.peer})
+		}
+		return listenReply{}, nil, errServerClosed
+	}
+	return listenReply{Key: srv.key, Mode: srv.mode, Address: boundAt}, []sysHandle{h}, nil
+}
+
+// usesServer reports whether w already listens through srv.
+func (w *Worker) usesServer(srv *server) bool {
 	w.mu.Lock()
-	w.subs[srv.key] = sub
-	w.mu.Unlock()
-	return listenReply{Key: srv.key, Mode: mode, Address: srv.boundAt}, hs
+	defer w.mu.Unlock()
+	_, ok := w.subs[srv.key]
+	return ok
 }
 
 func checkListenNetwork(network string, packet bool) error {
@@ -327,7 +435,7 @@ func (sub *subscription) openHandoff() (sysHandle, error) {
 	return h, nil
 }
 
-// newServer binds the address for the first worker. Called with cluster.mu held.
+// newServer binds the address for the first worker, without cluster.mu.
 func newServer(req listenRequest, mode string, socketMode os.FileMode) (*server, error) {
 	srv := &server{id: joinNetwork(req.Network, req.Address), mode: mode, packet: req.Packet, network: req.Network, address: req.Address, done: make(chan struct{})}
 	srv.cond.L = &srv.mu
@@ -336,37 +444,59 @@ func newServer(req listenRequest, mode string, socketMode os.FileMode) (*server,
 		// port that ":0" gives the next ones.
 		return srv, nil
 	}
+	if err := srv.bindShared(req, socketMode); err != nil {
+		return nil, err
+	}
+	if mode == modeRR {
+		rc, err := srv.startPolling()
+		if err != nil {
+			srv.release(nil)
+			return nil, err
+		}
+		go srv.acceptLoop(rc)
+	}
+	return srv, nil
+}
+
+// bindShared binds the socket that srv shares, or takes it from socket
+// activation.
+func (srv *server) bindShared(req listenRequest, socketMode os.FileMode) error {
 	if s := takeActivated(req.Network, req.Address, req.Packet); s != nil {
 		sock, err := asShared(s.conn())
 		if err != nil {
 			s.release()
-			return nil, err
+			return err
 		}
 		srv.inherited, srv.sock = s, sock
 		srv.boundAt = joinNetwork(req.Network, s.localAddr().String())
-		return srv, nil
+		return nil
+	}
+	var err error
+	if isSocketFile(req.Network, req.Address) {
+		srv.sock, err = bindSocketFile(req.Address, socketMode, req.Backlog)
+		srv.boundAt = joinNetwork(req.Network, req.Address)
+		return err
 	}
 	var c io.Closer
 	var addr net.Addr
 	if req.Packet {
 		pc, err := bindPacket(req.Network, req.Address, false)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		c, addr = pc, pc.LocalAddr()
 	} else {
-		ln, err := bindStream(req.Network, req.Address, req.Backlog, false, socketMode)
+		ln, err := bindStream(req.Network, req.Address, req.Backlog, false)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		c, addr = ln, ln.Addr()
 	}
-	var err error
 	if srv.sock, err = park(c); err != nil {
-		return nil, err
+		return err
 	}
 	srv.boundAt = joinNetwork(req.Network, addr.String())
-	return srv, nil
+	return nil
 }
 
 // sharedSocket is a socket the primary shares with workers.
@@ -385,21 +515,24 @@ func asShared(c io.Closer) (sharedSocket, error) {
 // dup returns a copy of the shared socket for a worker.
 func (srv *server) dup() (sysHandle, error) { return dupHandle(srv.sock) }
 
-// bindOwn binds a new SO_REUSEPORT socket for one worker and returns it.
-// Called with cluster.mu held.
-func (srv *server) bindOwn(req listenRequest) (sysHandle, error) {
+// bindOwn binds a new SO_REUSEPORT socket for one worker and returns it
+// with the address it is bound to. The binds of one address take turns
+// (the first fixes the port of the next), under srv.bindMu alone.
+func (srv *server) bindOwn(req listenRequest) (sysHandle, string, error) {
+	srv.bindMu.Lock()
+	defer srv.bindMu.Unlock()
 	var c interface{ Close() error }
 	var local net.Addr
 	if req.Packet {
 		pc, err := bindPacket(req.Network, srv.address, true)
 		if err != nil {
-			return 0, err
+			return 0, "", err
 		}
 		c, local = pc, pc.LocalAddr()
 	} else {
-		ln, err := bindStream(req.Network, srv.address, req.Backlog, true, 0)
+		ln, err := bindStream(req.Network, srv.address, req.Backlog, true)
 		if err != nil {
-			return 0, err
+			return 0, "", err
 		}
 		c, local = ln, ln.Addr()
 	}
@@ -411,24 +544,32 @@ func (srv *server) bindOwn(req listenRequest) (sysHandle, error) {
 			srv.address = net.JoinHostPort(host, bound)
 		}
 	}
-	return dupHandle(c)
+	h, err := dupHandle(c)
+	return h, srv.boundAt, err
 }
 
-// closeIfUnused closes a server that no worker uses. Called with cluster.mu held.
-func (srv *server) closeIfUnused() {
+// closeIfUnused closes a server that no worker uses, and reports whether
+// it had been closed already.
+func (srv *server) closeIfUnused() bool {
+	cluster.mu.Lock()
 	srv.mu.Lock()
-	unused := len(srv.subs) == 0
+	closed, unused := srv.closed, len(srv.subs) == 0
 	srv.mu.Unlock()
-	if unused {
-		srv.closeLocked()
+	var release func()
+	if unused && !closed {
+		release = srv.closeLocked()
 	}
+	cluster.mu.Unlock()
+	if release != nil {
+		release()
+	}
+	return closed
 }
 
 // unsubscribe removes a worker from the server, gives the connections it had
 // not taken to the others, and closes the server when nobody is left.
 func (srv *server) unsubscribe(sub *subscription) {
 	cluster.mu.Lock()
-	defer cluster.mu.Unlock()
 	srv.mu.Lock()
 	for i, s := range srv.subs {
 		if s == sub {
@@ -446,21 +587,29 @@ func (srv *server) unsubscribe(sub *subscription) {
 		srv.flushPending()
 	}
 	srv.mu.Unlock()
+	var release func()
 	if empty {
-		srv.closeLocked()
+		release = srv.closeLocked()
+	}
+	cluster.mu.Unlock()
+	if release != nil {
+		release()
 	}
 }
 
-// closeLocked closes the server's socket (removing a Unix socket's file) and
-// drops the connections nobody took. Called with cluster.mu held.
-func (srv *server) closeLocked() {
+// closeLocked takes the server out of the cluster and marks it closed, so
+// that no worker joins it any more. It returns the function that closes
+// its socket (removing a Unix socket's file) and drops the connections
+// nobody took, to be called without cluster.mu: removing a file is file
+// system work. Called with cluster.mu held, once.
+func (srv *server) closeLocked() (release func()) {
 	if cluster.servers[srv.id] == srv {
 		delete(cluster.servers, srv.id)
 	}
 	srv.mu.Lock()
+	defer srv.mu.Unlock()
 	if srv.closed {
-		srv.mu.Unlock()
-		return
+		return func() {}
 	}
 	srv.closed = true
 	pending := srv.pending
@@ -472,7 +621,12 @@ func (srv *server) closeLocked() {
 		srv.watch.Stop()
 	}
 	srv.cond.Broadcast()
-	srv.mu.Unlock()
+	return func() { srv.release(pending) }
+}
+
+// release closes what a closed server holds: the connections nobody took,
+// its socket, and the accept loop's copy of it.
+func (srv *server) release(pending []sysHandle) {
 	closeHandles(pending)
 	if srv.polled != nil {
 		srv.polled.Close() // wakes the accept loop
@@ -483,7 +637,7 @@ func (srv *server) closeLocked() {
 	case srv.sock != nil:
 		srv.sock.Close()
 	}
-	if srv.mode != modeRR {
+	if srv.mode != modeRR || srv.polled == nil {
 		close(srv.done)
 	}
 }
@@ -524,9 +678,13 @@ func stopHandoffs(w *Worker) {
 // closeAllServers closes what is left when the cluster disconnects.
 func closeAllServers() {
 	cluster.mu.Lock()
-	defer cluster.mu.Unlock()
+	var releases []func()
 	for _, srv := range cluster.servers {
-		srv.closeLocked()
+		releases = append(releases, srv.closeLocked())
+	}
+	cluster.mu.Unlock()
+	for _, release := range releases {
+		release()
 	}
 }
 

@@ -18,9 +18,9 @@ import (
 // on it itself (a SchedRR server polls a copy of its own), and a polled socket
 // would wake the primary for every connection or datagram a worker takes.
 type parkedSocket struct {
-	mu     sync.Mutex
-	fd     int    // -1 once closed
-	unlink string // a Unix socket's file, removed on Close
+	mu   sync.Mutex
+	fd   int         // -1 once closed
+	file *socketFile // a Unix socket's file, removed on Close
 }
 
 // park returns c's socket as a parkedSocket and closes c.
@@ -30,16 +30,13 @@ func park(c io.Closer) (sharedSocket, error) {
 		c.Close()
 		return nil, err
 	}
-	p := &parkedSocket{fd: fd}
 	if ul, ok := c.(*net.UnixListener); ok {
-		// The file now goes with the parked socket, not with ul.
-		if path := ul.Addr().String(); path != "" && path[0] != '@' {
-			p.unlink = path
-		}
+		// Socket files are bound by bindSocketFile, parked as they are;
+		// this one has none to remove.
 		ul.SetUnlinkOnClose(false)
 	}
 	c.Close()
-	return p, nil
+	return &parkedSocket{fd: fd}, nil
 }
 
 func (p *parkedSocket) SyscallConn() (syscall.RawConn, error) { return p, nil }
@@ -69,8 +66,8 @@ func (p *parkedSocket) Close() error {
 	}
 	err := unix.Close(p.fd)
 	p.fd = -1
-	if p.unlink != "" {
-		os.Remove(p.unlink)
+	if p.file != nil {
+		p.file.remove()
 	}
 	return os.NewSyscallError("close", err)
 }

@@ -21,12 +21,21 @@ type WorkerStats struct {
 	// MessagesIn and MessagesOut count messages received from and sent to
 	// the other side.
 	MessagesIn, MessagesOut uint64
+	// MessagesDropped counts messages received that did not decode (not
+	// valid JSON or Gob): each is dropped and reported in an error event,
+	// one event for those that arrive while it waits for the handlers.
+	MessagesDropped uint64
+	// OutputDropped counts, in the primary with Settings.Silent, the bytes
+	// of the worker's stdout and stderr dropped unread: Worker.Stdout and
+	// Stderr keep the newest 1 MiB each.
+	OutputDropped uint64
 }
 
 // workerCounters are the counters behind WorkerStats.
 type workerCounters struct {
 	handed, accepted        atomic.Uint64
 	messagesIn, messagesOut atomic.Uint64
+	messagesDropped         atomic.Uint64
 }
 
 // Stats returns the worker's counters. In the primary they are the
@@ -49,6 +58,8 @@ func (w *Worker) Stats() WorkerStats {
 	st.Accepted = w.stats.accepted.Load()
 	st.MessagesIn = w.stats.messagesIn.Load()
 	st.MessagesOut = w.stats.messagesOut.Load()
+	st.MessagesDropped = w.stats.messagesDropped.Load()
+	st.OutputDropped = w.stdout.droppedBytes() + w.stderr.droppedBytes()
 	return st
 }
 

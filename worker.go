@@ -101,6 +101,8 @@ type Worker struct {
 	listeners listenerSet   // worker: its clusternet listeners
 	killOnce  sync.Once     // worker: Kill leaves once
 	early     earlyMessages // worker: messages that came before the first OnMessage
+
+	invalid invalidMessages // messages that did not decode, waiting for their error event
 }
 
 // ID returns the worker's id: 1, 2, 3... in fork order, as Node's worker.id.
@@ -154,7 +156,9 @@ func (w *Worker) Done() <-chan struct{} { return w.done }
 // Stdout returns the worker's standard output when Settings.Silent is set
 // (and Settings.Stdout is not), or nil. Output is buffered in the primary
 // until it is read, so a worker never blocks on an unread pipe; the reader
-// returns io.EOF once the worker has exited and its output is drained.
+// returns io.EOF once the worker has exited and its output is drained. The
+// buffer keeps the newest 1 MiB not yet read: a reader that falls further
+// behind misses the oldest output, counted in Stats().OutputDropped.
 func (w *Worker) Stdout() io.Reader {
 	if w.stdout == nil {
 		return nil
@@ -368,8 +372,8 @@ func (w *Worker) parseMessage(f frame) ([]byte, *receivedHandle, error) {
 	return f.body[1:], h, nil
 }
 
-// deliverMessage reports a message that does not decode as an error event
-// (the framing is intact, so the channel stays up) and queues the rest.
+// deliverMessage drops a message that does not decode, with an error event
+// (the framing is intact, so the channel stays up), and queues the rest.
 func (w *Worker) deliverMessage(f frame) error {
 	body, h, err := w.parseMessage(f)
 	if err != nil {
@@ -380,7 +384,7 @@ func (w *Worker) deliverMessage(f frame) error {
 		if h != nil {
 			h.release()
 		}
-		w.postError(fmt.Errorf("clusternet: worker %d: dropped a message that is not valid %v: %w", w.id, w.codec, err))
+		w.dropInvalid(err)
 		return nil
 	}
 	w.stats.messagesIn.Add(1)
@@ -401,6 +405,54 @@ func (w *Worker) checkMessage(body []byte) (*gobDecoder, error) {
 		return w.gobIn.check(body)
 	}
 	return nil, w.codec.check(body)
+}
+
+// invalidMessages coalesces the error events for a peer's messages that do
+// not decode: while one such event waits for the handlers, later messages
+// are only counted, and the event reports them all. Each message still
+// holds a place in the inbox until its event has run, so a peer sending
+// nothing valid is slowed down through its socket as one sending valid
+// messages is, and the event queue holds at most one such event per peer,
+// however many messages it stands for.
+type invalidMessages struct {
+	mu      sync.Mutex
+	pending bool  // an event is posted and has not taken the count yet
+	count   int   // messages dropped since that event was posted
+	first   error // why the first of them does not decode
+}
+
+// dropInvalid counts a message that does not decode, err saying why, and
+// reports it in an error event: a new one, or the one already waiting.
+func (w *Worker) dropInvalid(err error) {
+	w.stats.messagesDropped.Add(1)
+	w.inbox.reserve(0)
+	iv := &w.invalid
+	iv.mu.Lock()
+	iv.count++
+	if iv.pending {
+		iv.mu.Unlock()
+		return
+	}
+	iv.pending, iv.first = true, err
+	iv.mu.Unlock()
+	events.post(func() {
+		iv.mu.Lock()
+		n, first := iv.count, iv.first
+		iv.pending, iv.count, iv.first = false, 0, nil
+		iv.mu.Unlock()
+		defer func() {
+			for range n {
+				w.inbox.release(0)
+			}
+		}()
+		err := fmt.Errorf("clusternet: worker %d: dropped a message that is not valid %v: %w", w.id, w.codec, first)
+		if n > 1 {
+			err = fmt.Errorf("clusternet: worker %d: dropped %d messages that are not valid %v; the first: %w", w.id, n, w.codec, first)
+		}
+		for _, fn := range w.onError.list() {
+			fn(err)
+		}
+	})
 }
 
 func (w *Worker) postError(err error) {
