@@ -42,7 +42,7 @@ func init() {
 		close(w.readerDone)
 		return
 	}
-	w.state = Online
+	w.state = StateOnline
 	go w.serveSelf()
 	w.ch.send(outFrame{b: newFrame(frameOnline, 0, 0)})
 }
@@ -109,7 +109,7 @@ func (w *Worker) exitAfterDisconnectEvent(limit time.Duration) {
 	ran := make(chan struct{})
 	events.post(func() {
 		w.mu.Lock()
-		w.state = Disconnected
+		w.state = StateDisconnected
 		w.mu.Unlock()
 		for _, fn := range w.onDisconnect.list() {
 			fn()
@@ -138,7 +138,7 @@ func (w *Worker) readFramesSelf() error {
 			err = w.deliverMessage(f)
 		case frameDisconnect:
 			go w.disconnectSelf(true)
-		case frameListenReply, frameReclaimed:
+		case frameListenReply, frameReclaimed, frameRebound:
 			err = w.listeners.handleFrame(w, f)
 		default:
 			closeHandles(f.handles)

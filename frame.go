@@ -32,8 +32,22 @@ const (
 	frameUnlisten                                   // worker → primary: [key]: listener closed
 	frameDisconnect                                 // primary → worker: disconnect yourself
 	frameExitedAfterDisconnect                      // worker → primary: leaving on purpose
+	frameRebound                                    // primary → worker: [key], one handle: the address's new socket (see below)
 	frameKindEnd
 )
+
+// frameRebound (primary → worker) replaces the listening socket that a
+// worker accepts on for key, one the primary shares with other workers
+// (listen reply mode "shared"), after that socket stopped listening: any
+// process holding a copy can stop it for all (on Linux, shutdown(SHUT_RD),
+// or connect(AF_UNSPEC) on TCP). The primary binds the address again and
+// sends the new socket to every worker subscribed to it, and may send it
+// to a worker more than once. Body: the key, 4 bytes big endian; exactly
+// one handle, the new listening socket. The worker closes its copy of the
+// old socket and accepts on the new one; for a key it does not listen on
+// (any more, or yet) it closes the handle. Another body length or handle
+// count is a protocol error. Never sent on Windows, where a worker cannot
+// stop a shared listening socket.
 
 // maxFrameHandles bounds the handles one frame may carry (Linux's
 // SCM_MAX_FD is 253).

@@ -158,6 +158,7 @@ func (lc *ListenConfig) Listen(ctx context.Context, network, address string) (ne
 		ln, err = listenerFromHandle(h)
 		if err == nil {
 			tl := w.listeners.track(ln, network, rep.Key)
+			tl.shared = rep.Mode == modeShared
 			if network == "unix" && rep.Address != "" {
 				// The primary may bind relative to the socket's directory:
 				// the socket's own name for itself is then not the path.
@@ -453,6 +454,34 @@ func (s *listenerSet) handleFrame(w *Worker, f frame) error {
 		if l != nil {
 			l.reclaimed()
 		}
+	case frameRebound:
+		key, _, err := parseKeyFrame(f, false)
+		if err == nil && len(f.handles) != 1 {
+			err = protocolErrorf("a rebound notice carries %d handle(s), want 1", len(f.handles))
+		}
+		if err != nil {
+			closeHandles(f.handles)
+			return err
+		}
+		tl := s.sharedListener(key)
+		if tl == nil {
+			closeHandles(f.handles) // closed meanwhile
+			return nil
+		}
+		tl.replace(listenerFromHandle(&f.handles[0]))
+	}
+	return nil
+}
+
+// sharedListener returns the listener on the primary's socket for key,
+// or nil.
+func (s *listenerSet) sharedListener(key uint32) *trackedListener {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.all {
+		if tl, ok := c.(*trackedListener); ok && tl.key == key {
+			return tl
+		}
 	}
 	return nil
 }
@@ -523,10 +552,24 @@ func (s *listenerSet) channelClosed() {
 
 // trackedListener is a listener on a socket of the worker's own (shared with
 // the primary, or its own SO_REUSEPORT socket).
+//
+// A socket the primary shares with other workers (shared) can be stopped
+// by any of them: on Linux, shutdown(SHUT_RD) on a copy makes accept fail
+// with EINVAL on a TCP socket, and wait for ever on a Unix one. The primary
+// then binds the address again and sends the new socket (frameRebound),
+// which replace puts in Listener's place. Accept waits for it and goes on
+// accepting there: net/http's Serve returns for good on an error that is
+// not temporary, and another worker's doing must not end this one's.
 type trackedListener struct {
-	net.Listener
+	net.Listener // the socket accepted on: replaced under mu, read under mu
 	membership
-	addr net.Addr // if set, the address Addr returns
+	addr   net.Addr // if set, the address Addr returns
+	shared bool     // the primary shares the socket with other workers, and may replace it
+
+	mu      sync.Mutex
+	changed chan struct{} // closed when Listener is replaced or the listener closed
+	closed  bool
+	err     error // why the replacement could not be used
 }
 
 // Addr returns the listener's address: for a Unix socket the primary bound,
@@ -535,22 +578,101 @@ func (l *trackedListener) Addr() net.Addr {
 	if l.addr != nil {
 		return l.addr
 	}
-	return l.Listener.Addr()
+	return l.current().Addr()
+}
+
+// current returns the socket Accept uses now.
+func (l *trackedListener) current() net.Listener {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.Listener
 }
 
 func (l *trackedListener) Accept() (net.Conn, error) {
 	l.set.conns.accepting(1)
 	defer l.set.conns.accepting(-1)
-	c, err := l.Listener.Accept()
-	if err == nil {
-		l.set.conns.add(c)
-		self.stats.accepted.Add(1)
+	for {
+		l.mu.Lock()
+		ln, closed, rerr := l.Listener, l.closed, l.err
+		if l.changed == nil {
+			l.changed = make(chan struct{})
+		}
+		changed := l.changed
+		l.mu.Unlock()
+		if rerr != nil {
+			return nil, rerr
+		}
+		c, err := ln.Accept()
+		if err == nil {
+			l.set.conns.add(c)
+			self.stats.accepted.Add(1)
+			return c, nil
+		}
+		if closed || !l.shared || !sharedSocketsRebound || !stoppedListening(err) && !isClosedListenErr(err) {
+			return nil, err
+		}
+		// Closed by replace or Close, which say so first (Close: the next
+		// turn returns the closed listener's error); or stopped by another
+		// worker, and the primary sends a new socket within a look
+		// (sharedCheckInterval).
+		select {
+		case <-changed:
+		case <-self.readerDone:
+			return nil, err // no primary to send one
+		}
 	}
-	return c, err
+}
+
+// stoppedListening reports whether accept failed because the socket does
+// not listen (accept(2): EINVAL), which only another holder of a copy can
+// have done to a socket the primary shares.
+func stoppedListening(err error) bool { return errors.Is(err, syscall.EINVAL) }
+
+// replace makes ln, the primary's new socket for the address, the one
+// Accept uses, and closes the old one: that ends the Accept calls waiting
+// on it, which on a Unix socket that was shut down would wait for ever
+// (accept says EAGAIN, and poll nothing new). If err says why the socket
+// could not be taken, Accept returns it.
+func (l *trackedListener) replace(ln net.Listener, err error) {
+	l.mu.Lock()
+	if l.closed || l.err != nil {
+		l.mu.Unlock()
+		if ln != nil {
+			ln.Close()
+		}
+		return
+	}
+	old := l.Listener
+	if err != nil {
+		l.err, old = fmt.Errorf("clusternet: taking the primary's new socket: %w", err), nil
+	} else {
+		l.Listener = ln
+	}
+	l.notifyLocked()
+	l.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+}
+
+// notifyLocked wakes the Accept calls waiting for a change. Called with
+// l.mu held.
+func (l *trackedListener) notifyLocked() {
+	if l.changed != nil {
+		close(l.changed)
+		l.changed = nil
+	}
 }
 
 func (l *trackedListener) Close() error {
-	err := l.Listener.Close()
+	l.mu.Lock()
+	ln := l.Listener
+	if !l.closed {
+		l.closed = true
+		l.notifyLocked()
+	}
+	l.mu.Unlock()
+	err := ln.Close()
 	l.leave(l)
 	return err
 }

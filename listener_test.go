@@ -1593,8 +1593,8 @@ func TestListenListeningEvent(t *testing.T) {
 							t.Errorf("%s event: %+v, want %+v", kind, got, want)
 						}
 					}
-					if s := w.State(); s != Listening {
-						t.Errorf("State() = %v after the listening event, want %v", s, Listening)
+					if s := w.State(); s != StateListening {
+						t.Errorf("State() = %v after the listening event, want %v", s, StateListening)
 					}
 				})
 			}

@@ -422,8 +422,8 @@ func (w *Worker) serve() {
 	}
 	events.post(func() {
 		w.mu.Lock()
-		if w.state != Dead {
-			w.state = Disconnected
+		if w.state != StateDead {
+			w.state = StateDisconnected
 		}
 		w.mu.Unlock()
 		for _, fn := range w.onDisconnect.list() {
@@ -468,8 +468,8 @@ func (w *Worker) handleFrame(f frame) error {
 		w.mu.Unlock()
 		events.post(func() {
 			w.mu.Lock()
-			if w.state == None {
-				w.state = Online
+			if w.state == StateNone {
+				w.state = StateOnline
 			}
 			w.mu.Unlock()
 			for _, fn := range w.onOnline.list() {
@@ -549,8 +549,8 @@ func (w *Worker) postListening(a Address) {
 	events.post(func() {
 		defer w.inbox.release(0)
 		w.mu.Lock()
-		if w.state == Online || w.state == None {
-			w.state = Listening
+		if w.state == StateOnline || w.state == StateNone {
+			w.state = StateListening
 		}
 		w.mu.Unlock()
 		for _, fn := range w.onListening.list() {
@@ -577,7 +577,7 @@ func (w *Worker) wait() {
 	w.mu.Unlock()
 	events.post(func() {
 		w.mu.Lock()
-		w.state = Dead
+		w.state = StateDead
 		w.mu.Unlock()
 		w.forget()
 		cluster.mu.Lock()

@@ -641,22 +641,22 @@ func TestProcessStateTransitions(t *testing.T) {
 		t.Errorf("after Fork: IsConnected() = %v, IsDead() = %v", w.IsConnected(), w.IsDead())
 	}
 	pmEvents(t, w, "the listening event", pmHas("listening"))
-	if s := w.State(); s != Listening {
+	if s := w.State(); s != StateListening {
 		t.Errorf("State() after the listening event = %v", s)
 	}
 	w.Disconnect()
 	evs := pmFinished(t, w)
 	pmNoErrors(t, w, evs)
 	want := map[string]State{
-		"fork": None, "w:online": Online, "online": Online,
-		"w:listening": Listening, "listening": Listening,
-		"w:disconnect": Disconnected, "disconnect": Disconnected,
-		"w:exit": Dead, "exit": Dead,
+		"fork": StateNone, "w:online": StateOnline, "online": StateOnline,
+		"w:listening": StateListening, "listening": StateListening,
+		"w:disconnect": StateDisconnected, "disconnect": StateDisconnected,
+		"w:exit": StateDead, "exit": StateDead,
 	}
 	for _, e := range evs {
 		if s, ok := want[e.Name]; ok && e.State != s {
 			// Disconnected and Dead may come in either order; Dead is final.
-			if !(e.State == Dead && s == Disconnected && pmFind(evs, "exit") < pmFind(evs, "disconnect")) {
+			if !(e.State == StateDead && s == StateDisconnected && pmFind(evs, "exit") < pmFind(evs, "disconnect")) {
 				t.Errorf("State() in the %s handler = %v, want %v", e.Name, e.State, s)
 			}
 		}
@@ -675,10 +675,10 @@ func TestProcessStateTransitions(t *testing.T) {
 			}
 		}
 	}
-	if w.State() != Dead || !w.IsDead() || w.IsConnected() {
+	if w.State() != StateDead || !w.IsDead() || w.IsConnected() {
 		t.Errorf("after exit: State() = %v, IsDead() = %v, IsConnected() = %v", w.State(), w.IsDead(), w.IsConnected())
 	}
-	for s, name := range map[State]string{None: "none", Online: "online", Listening: "listening", Disconnected: "disconnected", Dead: "dead"} {
+	for s, name := range map[State]string{StateNone: "none", StateOnline: "online", StateListening: "listening", StateDisconnected: "disconnected", StateDead: "dead"} {
 		if s.String() != name {
 			t.Errorf("State(%d).String() = %q, want %q", int(s), s.String(), name)
 		}
@@ -1099,7 +1099,7 @@ func TestProcessExitCode(t *testing.T) {
 	if w.ExitedAfterDisconnect() {
 		t.Errorf("ExitedAfterDisconnect() = true for a worker that exited by itself")
 	}
-	if !w.IsDead() || w.State() != Dead {
+	if !w.IsDead() || w.State() != StateDead {
 		t.Errorf("after exit: IsDead() = %v, State() = %v", w.IsDead(), w.State())
 	}
 	if err := w.Kill(os.Kill); err != nil {

@@ -49,6 +49,7 @@ type server struct {
 	pending []sysHandle     // accepted, waiting for a worker with room
 	rooms   []int           // distribute's scratch
 	watch   *time.Timer     // modeRR: looks at the queues while any is not empty
+	rebind  sharedWatch     // modeShared stream sockets: binds the address again if the socket stops listening
 	closed  bool
 	done    chan struct{} // closed when the accept loop has ended (modeRR)
 }
@@ -361,25 +362,32 @@ func (srv *server) subscribe(w *Worker, req listenRequest) (listenReply, []sysHa
 	boundAt := srv.boundAt
 	var h sysHandle
 	var err error
+	held := false // h is open
 	switch srv.mode {
 	case modeRR:
 		h, err = sub.openHandoff()
 	case modeShared:
-		h, err = srv.dup()
+		// Copied below, where the worker joins: the watch may replace
+		// the socket (primary_shared_watch_unix.go) until then.
 	case modeOwn:
 		h, boundAt, err = srv.bindOwn(req)
 	}
 	if err != nil {
 		if srv.closeIfUnused() {
-			err = errServerClosed // its socket was closed under the dup
+			err = errServerClosed
 		}
 		return listenReply{}, nil, err
 	}
+	held = srv.mode != modeShared
 
 	cluster.mu.Lock()
 	srv.mu.Lock()
 	closed := srv.closed
-	if !closed {
+	if !closed && srv.mode == modeShared {
+		h, err = dupHandle(srv.sock)
+		held = err == nil
+	}
+	if !closed && err == nil {
 		srv.subs = append(srv.subs, sub)
 		w.mu.Lock()
 		w.subs[srv.key] = sub
@@ -387,12 +395,20 @@ func (srv *server) subscribe(w *Worker, req listenRequest) (listenReply, []sysHa
 	}
 	srv.mu.Unlock()
 	cluster.mu.Unlock()
-	if closed {
-		closeHandles([]sysHandle{h})
+	switch {
+	case closed:
+		err = errServerClosed
+	case err != nil && srv.closeIfUnused():
+		err = errServerClosed // its socket was closed under the dup
+	}
+	if err != nil {
+		if held {
+			closeHandles([]sysHandle{h})
+		}
 		if sub.handoff {
 			closeHandles([]sysHandle{sub.out, sub.peer})
 		}
-		return listenReply{}, nil, errServerClosed
+		return listenReply{}, nil, err
 	}
 	return listenReply{Key: srv.key, Mode: srv.mode, Address: boundAt}, []sysHandle{h}, nil
 }
@@ -446,6 +462,9 @@ func newServer(req listenRequest, mode string, socketMode os.FileMode) (*server,
 	}
 	if err := srv.bindShared(req, socketMode); err != nil {
 		return nil, err
+	}
+	if mode == modeShared && !req.Packet {
+		srv.watchShared(req.Backlog, socketMode)
 	}
 	if mode == modeRR {
 		rc, err := srv.startPolling()
@@ -511,9 +530,6 @@ func asShared(c io.Closer) (sharedSocket, error) {
 	}
 	return nil, fmt.Errorf("clusternet: a %T has no descriptor to share", c)
 }
-
-// dup returns a copy of the shared socket for a worker.
-func (srv *server) dup() (sysHandle, error) { return dupHandle(srv.sock) }
 
 // bindOwn binds a new SO_REUSEPORT socket for one worker and returns it
 // with the address it is bound to. The binds of one address take turns
@@ -620,6 +636,7 @@ func (srv *server) closeLocked() (release func()) {
 	if srv.watch != nil {
 		srv.watch.Stop()
 	}
+	srv.stopSharedWatch()
 	srv.cond.Broadcast()
 	return func() { srv.release(pending) }
 }

@@ -57,6 +57,17 @@ var errParked = errors.New("clusternet: the primary does not read or write a soc
 func (p *parkedSocket) Read(func(fd uintptr) bool) error  { return errParked }
 func (p *parkedSocket) Write(func(fd uintptr) bool) error { return errParked }
 
+// removeFile removes the socket's file, if it has one and is still the
+// very socket the primary created, while the socket is open: the primary
+// binds a new socket at the path when this one stopped listening.
+func (p *parkedSocket) removeFile() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.fd >= 0 && p.file != nil {
+		p.file.removeEntry()
+	}
+}
+
 // Close closes the socket and removes its file, if it has one.
 func (p *parkedSocket) Close() error {
 	p.mu.Lock()

@@ -452,7 +452,7 @@ func TestWindowsExitStatus(t *testing.T) {
 		if s := recv(t, exit, "the exit"); s != (ExitStatus{Code: -1, Signal: os.Kill}) {
 			t.Errorf("exit status %v, want killed by os.Kill", s)
 		}
-		if !w.IsDead() || w.ExitedAfterDisconnect() || w.State() != Dead {
+		if !w.IsDead() || w.ExitedAfterDisconnect() || w.State() != StateDead {
 			t.Errorf("after Kill: IsDead %v, ExitedAfterDisconnect %v, State %v; want true, false, dead", w.IsDead(), w.ExitedAfterDisconnect(), w.State())
 		}
 	})

@@ -12,29 +12,29 @@ import (
 // State is a worker's place in its life, as Node's worker.state.
 type State int
 
-// The states a worker goes through, in order. Disconnected and Dead may come
-// in either order; Dead is final.
+// The states a worker goes through, in order. StateDisconnected and StateDead may come
+// in either order; StateDead is final.
 const (
-	None State = iota
-	Online
-	Listening
-	Disconnected
-	Dead
+	StateNone State = iota
+	StateOnline
+	StateListening
+	StateDisconnected
+	StateDead
 )
 
 // String returns Node's name for the state: "none", "online", "listening",
 // "disconnected" or "dead".
 func (s State) String() string {
 	switch s {
-	case None:
+	case StateNone:
 		return "none"
-	case Online:
+	case StateOnline:
 		return "online"
-	case Listening:
+	case StateListening:
 		return "listening"
-	case Disconnected:
+	case StateDisconnected:
 		return "disconnected"
-	case Dead:
+	case StateDead:
 		return "dead"
 	}
 	return fmt.Sprintf("State(%d)", int(s))

@@ -1,0 +1,221 @@
+//go:build unix
+
+package clusternet
+
+// A listening socket that the primary shares with workers (modeShared: the
+// SchedNone policy, and Unix sockets under SchedReusePort) is one socket:
+// every worker accepts on a copy of it, and any holder of a copy can stop it
+// for all. On Linux (measured on 6.18), shutdown(fd, SHUT_RD) or
+// connect(fd, AF_UNSPEC) on a listening TCP socket closes it: accept says
+// EINVAL, connect is refused, and the port is free to bind again. On a
+// listening Unix socket SHUT_RD makes connect refused and accept wait for
+// ever (EAGAIN on the workers' non-blocking copies); the name stays bound.
+// Nothing tells the primary, whose copy is parked out of the poller, and a
+// worker forked later would get the dead socket too. So the primary looks at
+// its copy every sharedCheckInterval and, when it no longer listens, binds
+// the address again and sends the new socket to every worker subscribed to
+// it (frameRebound); their listeners switch to it (trackedListener.replace).
+
+import (
+	"encoding/binary"
+	"os"
+	"runtime"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// sharedCheckInterval is how often the primary looks whether a shared
+// listening socket still listens. A look is one poll(2) with a zero timeout
+// on the primary's copy, about 1.5 µs (measured on Linux 6.18): 3 µs a
+// second per address, and two wakeups a second of an otherwise idle
+// primary. The interval bounds the outage a worker causes by stopping the
+// socket (the tests see the service answer again 0.4 to 0.5 s after), short
+// enough that clients retrying see a blip rather than a failure.
+const sharedCheckInterval = 500 * time.Millisecond
+
+// sharedSocketsRebound says that the primary replaces a shared listening
+// socket that stopped listening, so that a worker's Accept that failed
+// because another worker stopped it waits for the replacement.
+const sharedSocketsRebound = true
+
+// pollRDHUP is Linux's POLLRDHUP, which x/sys/unix does not define on
+// every Unix system (FreeBSD's value is different).
+const pollRDHUP = 0x2000
+
+// sharedWatch is a server's watch over its shared listening socket.
+// Guarded by srv.mu.
+type sharedWatch struct {
+	timer   *time.Timer
+	backlog int         // as the first worker asked, for the new socket
+	perm    os.FileMode // a socket file's mode, as Settings.SocketMode said at the first bind
+
+	// sent holds the subscriptions sent the new socket when it was bound,
+	// until a look has sent it to all: a send that failed (out of
+	// descriptors) is tried again at the next look. A worker that joined
+	// since got the new socket with its listen reply (subscribe copies it
+	// under srv.mu), and is sent another copy, which it takes in place of
+	// its own.
+	sent map[*subscription]bool
+}
+
+// watchShared starts watching the socket of a new modeShared stream server,
+// if the primary can bind its address again: a TCP address (the port
+// actually bound, even one from socket activation, if the primary may bind
+// it), or a socket file the primary created. Not an abstract Unix name: it
+// stays bound while any copy of the socket is open, which every worker
+// holds (and the worker that stopped it can keep its copy for ever). Not a
+// socket file from socket activation: the file is not the primary's to
+// remove (the service manager made it, in a directory the primary may not
+// write).
+func (srv *server) watchShared(backlog int, perm os.FileMode) {
+	switch p, _ := srv.sock.(*parkedSocket); {
+	case isSocketFile(srv.network, srv.address) && (p == nil || p.file == nil):
+		return
+	case srv.network == "unix" && !isSocketFile(srv.network, srv.address):
+		return
+	}
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	srv.rebind = sharedWatch{backlog: backlog, perm: perm}
+	srv.rebind.timer = time.AfterFunc(sharedCheckInterval, srv.checkShared)
+}
+
+// stopSharedWatch stops the watch. Called with srv.mu held, when the
+// server closes.
+func (srv *server) stopSharedWatch() {
+	if srv.rebind.timer != nil {
+		srv.rebind.timer.Stop()
+	}
+}
+
+// checkShared looks whether the shared socket still listens, and binds
+// the address again if not. The bind (and, for a socket file, removing the
+// old file) is system and file system work: it runs under no lock.
+func (srv *server) checkShared() {
+	srv.mu.Lock()
+	if srv.closed {
+		srv.mu.Unlock()
+		return
+	}
+	sock, backlog, perm := srv.sock, srv.rebind.backlog, srv.rebind.perm
+	srv.sendReboundLate()
+	srv.mu.Unlock()
+
+	var fresh sharedSocket
+	if !stillListening(sock) {
+		var err error
+		if fresh, err = srv.bindAgain(sock, backlog, perm); err != nil {
+			// The port was taken meanwhile, or the directory is gone, or
+			// the primary may not bind the port (socket activation):
+			// look again, and try again, at the next look.
+			fresh = nil
+		}
+	}
+
+	srv.mu.Lock()
+	var old sharedSocket
+	switch {
+	case srv.closed:
+		old = fresh
+	case fresh != nil:
+		old = srv.replaceShared(fresh)
+	}
+	if !srv.closed {
+		srv.rebind.timer.Reset(sharedCheckInterval)
+	}
+	srv.mu.Unlock()
+	if old != nil {
+		old.Close() // removes a socket file only if it is still old's own
+	}
+}
+
+// stillListening reports whether s still listens, as far as poll(2) tells. Its
+// copy is parked, so nothing else reads it: POLLIN only says connections
+// are waiting. A TCP socket that stopped listening is closed (POLLHUP); a
+// Unix one shut for reading says POLLRDHUP.
+func stillListening(s sharedSocket) bool {
+	rc, err := s.SyscallConn()
+	if err != nil {
+		return true
+	}
+	var events int16
+	if runtime.GOOS == "linux" {
+		events = pollRDHUP
+	}
+	dead := false
+	rc.Control(func(fd uintptr) {
+		p := []unix.PollFd{{Fd: int32(fd), Events: events}}
+		if n, err := unix.Poll(p, 0); err == nil && n > 0 {
+			dead = p[0].Revents&(unix.POLLHUP|unix.POLLERR|unix.POLLNVAL|events) != 0
+		}
+	})
+	return !dead
+}
+
+// bindAgain binds a new socket at the address old was bound to: the same
+// port for TCP; for a socket file, first removing old's file, if it is
+// still old's (socketFile.removeEntry), since bind fails on a name that
+// exists.
+func (srv *server) bindAgain(old sharedSocket, backlog int, perm os.FileMode) (sharedSocket, error) {
+	if isSocketFile(srv.network, srv.address) {
+		old.(*parkedSocket).removeFile()
+		return bindSocketFile(srv.address, perm, backlog)
+	}
+	_, address, _ := cutNetwork(srv.boundAt)
+	ln, err := bindStream(srv.network, address, backlog, false)
+	if err != nil {
+		return nil, err
+	}
+	return park(ln)
+}
+
+// replaceShared makes fresh the server's socket, which later listens get,
+// sends it to every subscribed worker, and returns the old one to close. A
+// socket from socket activation is not closed (it could not be had back)
+// nor made available again: it no longer listens. Called with srv.mu held.
+func (srv *server) replaceShared(fresh sharedSocket) (old sharedSocket) {
+	old = srv.sock
+	if srv.inherited != nil {
+		old, srv.inherited = nil, nil
+	}
+	srv.sock = fresh
+	sent := make(map[*subscription]bool, len(srv.subs))
+	for _, sub := range srv.subs {
+		sent[sub] = srv.sendRebound(sub)
+	}
+	srv.rebind.sent = sent
+	return old
+}
+
+// sendReboundLate sends the socket to the workers that subscribed since it
+// was bound, or that could not be sent it then. Called with srv.mu held.
+func (srv *server) sendReboundLate() {
+	sent := srv.rebind.sent
+	if sent == nil {
+		return
+	}
+	all := true
+	for _, sub := range srv.subs {
+		if !sent[sub] {
+			sent[sub] = srv.sendRebound(sub)
+			all = all && sent[sub]
+		}
+	}
+	if all {
+		srv.rebind.sent = nil
+	}
+}
+
+// sendRebound sends sub's worker a copy of the server's socket. A worker
+// that already has it is sent another, which it takes in place of its own.
+// Called with srv.mu held: the frame is only queued.
+func (srv *server) sendRebound(sub *subscription) bool {
+	h, err := dupHandle(srv.sock)
+	if err != nil {
+		return false // out of descriptors: again at the next look
+	}
+	b := binary.BigEndian.AppendUint32(newFrame(frameRebound, 4, 1), srv.key)
+	sub.w.ch.send(outFrame{b: b, handles: []sysHandle{h}})
+	return true
+}
