@@ -9,10 +9,10 @@ import "golang.org/x/sys/unix"
 // does not export it for them.
 const ioctlReadable = 0x4004667f
 
-// handOver sends conns over a handoff socket, one record each (records[i]
+// sendConns sends conns over a handoff socket, one record each (records[i]
 // with conns[i]), closes those it sent and returns how many. It does not
 // wait: a full socket ends the batch (EAGAIN).
-func handOver(out int, conns []int, records []byte) (int, error) {
+func sendConns(out int, conns []int, records []byte) (int, error) {
 	for i, fd := range conns {
 		var err error = unix.EINTR
 		for err == unix.EINTR {

@@ -16,10 +16,10 @@ type mmsghdr struct {
 	n   uint32
 }
 
-// handOver sends conns over a handoff socket, one record each (records[i]
+// sendConns sends conns over a handoff socket, one record each (records[i]
 // with conns[i]), in one system call, closes those it sent and returns how
 // many. It does not wait: a full socket ends the batch (EAGAIN).
-func handOver(out int, conns []int, records []byte) (sent int, err error) {
+func sendConns(out int, conns []int, records []byte) (sent int, err error) {
 	space := unix.CmsgSpace(4)
 	header := unix.UnixRights(0)
 	oob := make([]byte, len(conns)*space)

@@ -119,8 +119,8 @@ func queuedConns(peer sysHandle) (int, error) {
 	return n, nil
 }
 
-// takeBack reads every connection left in a handoff socket.
-func takeBack(peer sysHandle) []sysHandle {
+// recvQueued reads every connection left in a handoff socket.
+func recvQueued(peer sysHandle) []sysHandle {
 	var hs []sysHandle
 	b := make([]byte, 64)
 	oob := make([]byte, unix.CmsgSpace(4*maxFrameHandles))

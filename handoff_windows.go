@@ -49,11 +49,11 @@ func newHandoff() (out, peer sysHandle, err error) { return 0, 0, errNoHandoff }
 
 func dupFD(fd sysHandle) (sysHandle, error) { return 0, errNoHandoff }
 
-func handOver(out sysHandle, conns []sysHandle, records []byte) (int, error) { return 0, errNoHandoff }
+func sendConns(out sysHandle, conns []sysHandle, records []byte) (int, error) { return 0, errNoHandoff }
 
 func queuedConns(peer sysHandle) (int, error) { return 0, errNoHandoff }
 
-func takeBack(peer sysHandle) []sysHandle { return nil }
+func recvQueued(peer sysHandle) []sysHandle { return nil }
 
 func handoffConn(h sysHandle) (*net.UnixConn, error) { return nil, errNoHandoff }
 

@@ -231,11 +231,16 @@ func (w *Worker) reportListening(a Address) {
 	w.ch.send(outFrame{b: append(f, body...)})
 }
 
-// The modes in which the primary shares an address with a worker.
+// shareMode is how the primary shares one address with a worker, as the
+// listen reply says. The scheduling policy picks it (modeFor): SchedRR is
+// modeRR, SchedNone modeShared, SchedReusePort modeOwn; UDP and Unix
+// sockets are never modeRR, Unix sockets never modeOwn.
+type shareMode string
+
 const (
-	modeRR     = "rr"     // the primary accepts and hands over connections
-	modeShared = "shared" // the worker accepts on the primary's socket
-	modeOwn    = "own"    // the worker has its own SO_REUSEPORT socket, bound by the primary
+	modeRR     shareMode = "rr"     // the primary accepts and hands over connections
+	modeShared shareMode = "shared" // the worker accepts on the primary's socket
+	modeOwn    shareMode = "own"    // the worker has its own SO_REUSEPORT socket, bound by the primary
 )
 
 type listenRequest struct {
@@ -250,7 +255,7 @@ type listenRequest struct {
 type listenReply struct {
 	Seq     uint32
 	Key     uint32     `json:",omitempty"`
-	Mode    string     `json:",omitempty"`
+	Mode    shareMode  `json:",omitempty"`
 	Address string     `json:",omitempty"` // the bound address, for modeRR
 	Err     *wireError `json:",omitempty"`
 }

@@ -644,8 +644,8 @@ func (nc lnNetCase) address(t testing.TB) string {
 		require(t, "udp")
 	}
 	t.Cleanup(func() {
-		if srv := lnServer(nc.network, addr); srv != nil {
-			t.Errorf("the primary still has a %s server for %s %s after the test's workers are gone", srv.mode, nc.network, addr)
+		if sa := lnSharedAddr(nc.network, addr); sa != nil {
+			t.Errorf("the primary still has a %s server for %s %s after the test's workers are gone", sa.mode, nc.network, addr)
 		}
 	})
 	return addr
@@ -666,17 +666,17 @@ func lnUsePolicy(t testing.TB, p Policy) {
 	setPolicy(t, p)
 }
 
-// lnServer returns the primary's server for what workers asked, or nil.
-func lnServer(network, address string) *server {
+// lnSharedAddr returns the primary's server for what workers asked, or nil.
+func lnSharedAddr(network, address string) *sharedAddr {
 	cluster.mu.Lock()
 	defer cluster.mu.Unlock()
-	return cluster.servers[joinNetwork(network, address)]
+	return cluster.addrs[joinNetwork(network, address)]
 }
 
 // lnWantMode is how the primary must share an address: by the policy, except
 // that UDP is always shared, Unix sockets cannot be SO_REUSEPORT, and the
 // ReusePort option gives each worker a socket of its own.
-func lnWantMode(p Policy, network string, reuseOpt bool) string {
+func lnWantMode(p Policy, network string, reuseOpt bool) shareMode {
 	switch {
 	case reuseOpt && network != "unix":
 		return modeOwn
@@ -1080,10 +1080,10 @@ func testListenPolicyNetwork(t *testing.T, p Policy, nc lnNetCase) {
 			}
 		}
 	}
-	if srv := lnServer(nc.network, asked); srv == nil {
+	if sa := lnSharedAddr(nc.network, asked); sa == nil {
 		t.Errorf("the primary has no server for %s %s", nc.network, asked)
-	} else if want := lnWantMode(p, nc.network, false); srv.mode != want {
-		t.Errorf("the primary shares %s %s in mode %q, want %q", nc.network, asked, srv.mode, want)
+	} else if want := lnWantMode(p, nc.network, false); sa.mode != want {
+		t.Errorf("the primary shares %s %s in mode %q, want %q", nc.network, asked, sa.mode, want)
 	}
 
 	tg := lnTargetFor(nc, got)
@@ -1157,8 +1157,8 @@ func testListenBindError(t *testing.T, nc lnNetCase, opts []string) {
 	if !rep.InUse {
 		t.Errorf("Listen(%q, %q) in a worker: %s; want errors.Is(err, syscall.EADDRINUSE)", nc.network, taken, rep.Err)
 	}
-	if srv := lnServer(nc.network, taken); srv != nil {
-		t.Errorf("the primary kept a %s server for %s %s after the bind failed", srv.mode, nc.network, taken)
+	if sa := lnSharedAddr(nc.network, taken); sa != nil {
+		t.Errorf("the primary kept a %s server for %s %s after the bind failed", sa.mode, nc.network, taken)
 	}
 }
 
@@ -1233,10 +1233,10 @@ func lnWaitHandedOver(t testing.TB, w *Worker, n int) bool {
 		if sub == nil {
 			t.Fatalf("worker %d listens nowhere", w.ID())
 		}
-		sub.srv.mu.Lock()
+		sub.sa.mu.Lock()
 		sub.look()
 		queued, active := sub.queued, sub.active
-		sub.srv.mu.Unlock()
+		sub.sa.mu.Unlock()
 		switch {
 		case queued >= n:
 			return true
@@ -1520,9 +1520,9 @@ func TestListenBacklog(t *testing.T) {
 	check := func(t *testing.T, opts ...string) {
 		w := lnStart(t, "tcp4", "127.0.0.1:0", append(opts, "backlog="+strconv.Itoa(backlog))...)
 		var n int
-		if srv := lnServer("tcp4", "127.0.0.1:0"); srv != nil && srv.sock != nil && !slices.Contains(opts, "exclusive") {
+		if sa := lnSharedAddr("tcp4", "127.0.0.1:0"); sa != nil && sa.sock != nil && !slices.Contains(opts, "exclusive") {
 			// The primary's socket (round-robin).
-			rc, err := srv.sock.SyscallConn()
+			rc, err := sa.sock.SyscallConn()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -1612,9 +1612,9 @@ func TestListenExclusive(t *testing.T) {
 		t.Errorf("listening event for %+v, want %s", a, w.ready.Addr)
 	}
 	cluster.mu.Lock()
-	for id, srv := range cluster.servers {
-		if _, addr, _ := cutNetwork(srv.boundAt); addr == w.ready.Addr || strings.HasSuffix(id, w.ready.Addr) {
-			t.Errorf("the primary has a server %q bound at %q for an exclusive listener", id, srv.boundAt)
+	for id, sa := range cluster.addrs {
+		if _, addr, _ := cutNetwork(sa.boundAt); addr == w.ready.Addr || strings.HasSuffix(id, w.ready.Addr) {
+			t.Errorf("the primary has a server %q bound at %q for an exclusive listener", id, sa.boundAt)
 		}
 	}
 	cluster.mu.Unlock()
@@ -1655,8 +1655,8 @@ func TestListenReusePortOption(t *testing.T) {
 			t.Errorf("workers listen at %s and %s, want one address", first.ready.Addr, ws[1].ready.Addr)
 		}
 		if !slices.Contains(opts, "exclusive") {
-			if srv := lnServer(nc.network, asked); srv == nil || srv.mode != modeOwn {
-				t.Errorf("the primary's server for %s %s: %+v, want mode %q", nc.network, asked, srv, modeOwn)
+			if sa := lnSharedAddr(nc.network, asked); sa == nil || sa.mode != modeOwn {
+				t.Errorf("the primary's server for %s %s: %+v, want mode %q", nc.network, asked, sa, modeOwn)
 			}
 		}
 		for _, w := range ws {
@@ -1705,8 +1705,8 @@ func TestListenTwiceInOneWorker(t *testing.T) {
 					w.ask(t, "close", "closed")
 					lnUntilAll(t, tg, []int{other.ID()}, 20)
 					other.ask(t, "close", "closed")
-					if srv := lnServer(nc.network, asked); srv != nil {
-						t.Errorf("the primary still has its %s server for %s %s after every listener closed", srv.mode, nc.network, asked)
+					if sa := lnSharedAddr(nc.network, asked); sa != nil {
+						t.Errorf("the primary still has its %s server for %s %s after every listener closed", sa.mode, nc.network, asked)
 					}
 					if nc.network == "unix" {
 						if _, err := os.Stat(asked); !errors.Is(err, os.ErrNotExist) {

@@ -78,7 +78,7 @@ var cluster struct {
 	lastID    int
 	workers   map[int]*Worker
 	alive     map[*Worker]bool    // every worker until its exit event, even after it left workers
-	servers   map[string]*server  // by network|address
+	addrs   map[string]*sharedAddr  // by network|address
 	binding   map[string]*binding // addresses being bound for a worker, by network|address
 
 	onFork       handlers[func(*Worker)]
@@ -94,7 +94,7 @@ func init() {
 	cluster.policy, cluster.policyErr = defaultPolicy()
 	cluster.workers = make(map[int]*Worker)
 	cluster.alive = make(map[*Worker]bool)
-	cluster.servers = make(map[string]*server)
+	cluster.addrs = make(map[string]*sharedAddr)
 	cluster.binding = make(map[string]*binding)
 }
 
@@ -317,7 +317,7 @@ func Disconnect(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
-	closeAllServers()
+	closeAllAddrs()
 	return nil
 }
 

@@ -44,7 +44,7 @@ const sharedSocketsRebound = true
 const pollRDHUP = 0x2000
 
 // sharedWatch is a server's watch over its shared listening socket.
-// Guarded by srv.mu.
+// Guarded by sa.mu.
 type sharedWatch struct {
 	timer   *time.Timer
 	backlog int         // as the first worker asked, for the new socket
@@ -54,7 +54,7 @@ type sharedWatch struct {
 	// until a look has sent it to all: a send that failed (out of
 	// descriptors) is tried again at the next look. A worker that joined
 	// since got the new socket with its listen reply (subscribe copies it
-	// under srv.mu), and is sent another copy, which it takes in place of
+	// under sa.mu), and is sent another copy, which it takes in place of
 	// its own.
 	sent map[*subscription]bool
 }
@@ -68,44 +68,44 @@ type sharedWatch struct {
 // socket file from socket activation: the file is not the primary's to
 // remove (the service manager made it, in a directory the primary may not
 // write).
-func (srv *server) watchShared(backlog int, perm os.FileMode) {
-	switch p, _ := srv.sock.(*parkedSocket); {
-	case isSocketFile(srv.network, srv.address) && (p == nil || p.file == nil):
+func (sa *sharedAddr) watchShared(backlog int, perm os.FileMode) {
+	switch p, _ := sa.sock.(*parkedSocket); {
+	case isSocketFile(sa.network, sa.address) && (p == nil || p.file == nil):
 		return
-	case srv.network == "unix" && !isSocketFile(srv.network, srv.address):
+	case sa.network == "unix" && !isSocketFile(sa.network, sa.address):
 		return
 	}
-	srv.mu.Lock()
-	defer srv.mu.Unlock()
-	srv.rebind = sharedWatch{backlog: backlog, perm: perm}
-	srv.rebind.timer = time.AfterFunc(sharedCheckInterval, srv.checkShared)
+	sa.mu.Lock()
+	defer sa.mu.Unlock()
+	sa.rebind = sharedWatch{backlog: backlog, perm: perm}
+	sa.rebind.timer = time.AfterFunc(sharedCheckInterval, sa.checkShared)
 }
 
-// stopSharedWatch stops the watch. Called with srv.mu held, when the
+// stopSharedWatch stops the watch. Called with sa.mu held, when the
 // server closes.
-func (srv *server) stopSharedWatch() {
-	if srv.rebind.timer != nil {
-		srv.rebind.timer.Stop()
+func (sa *sharedAddr) stopSharedWatch() {
+	if sa.rebind.timer != nil {
+		sa.rebind.timer.Stop()
 	}
 }
 
 // checkShared looks whether the shared socket still listens, and binds
 // the address again if not. The bind (and, for a socket file, removing the
 // old file) is system and file system work: it runs under no lock.
-func (srv *server) checkShared() {
-	srv.mu.Lock()
-	if srv.closed {
-		srv.mu.Unlock()
+func (sa *sharedAddr) checkShared() {
+	sa.mu.Lock()
+	if sa.closed {
+		sa.mu.Unlock()
 		return
 	}
-	sock, backlog, perm := srv.sock, srv.rebind.backlog, srv.rebind.perm
-	srv.sendReboundLate()
-	srv.mu.Unlock()
+	sock, backlog, perm := sa.sock, sa.rebind.backlog, sa.rebind.perm
+	sa.sendReboundLate()
+	sa.mu.Unlock()
 
 	var fresh sharedSocket
 	if !stillListening(sock) {
 		var err error
-		if fresh, err = srv.bindAgain(sock, backlog, perm); err != nil {
+		if fresh, err = sa.bindAgain(sock, backlog, perm); err != nil {
 			// The port was taken meanwhile, or the directory is gone, or
 			// the primary may not bind the port (socket activation):
 			// look again, and try again, at the next look.
@@ -113,18 +113,18 @@ func (srv *server) checkShared() {
 		}
 	}
 
-	srv.mu.Lock()
+	sa.mu.Lock()
 	var old sharedSocket
 	switch {
-	case srv.closed:
+	case sa.closed:
 		old = fresh
 	case fresh != nil:
-		old = srv.replaceShared(fresh)
+		old = sa.replaceShared(fresh)
 	}
-	if !srv.closed {
-		srv.rebind.timer.Reset(sharedCheckInterval)
+	if !sa.closed {
+		sa.rebind.timer.Reset(sharedCheckInterval)
 	}
-	srv.mu.Unlock()
+	sa.mu.Unlock()
 	if old != nil {
 		old.Close() // removes a socket file only if it is still old's own
 	}
@@ -157,13 +157,13 @@ func stillListening(s sharedSocket) bool {
 // port for TCP; for a socket file, first removing old's file, if it is
 // still old's (socketFile.removeEntry), since bind fails on a name that
 // exists.
-func (srv *server) bindAgain(old sharedSocket, backlog int, perm os.FileMode) (sharedSocket, error) {
-	if isSocketFile(srv.network, srv.address) {
+func (sa *sharedAddr) bindAgain(old sharedSocket, backlog int, perm os.FileMode) (sharedSocket, error) {
+	if isSocketFile(sa.network, sa.address) {
 		old.(*parkedSocket).removeFile()
-		return bindSocketFile(srv.address, perm, backlog)
+		return bindSocketFile(sa.address, perm, backlog)
 	}
-	_, address, _ := cutNetwork(srv.boundAt)
-	ln, err := bindStream(srv.network, address, backlog, false)
+	_, address, _ := cutNetwork(sa.boundAt)
+	ln, err := bindStream(sa.network, address, backlog, false)
 	if err != nil {
 		return nil, err
 	}
@@ -173,49 +173,49 @@ func (srv *server) bindAgain(old sharedSocket, backlog int, perm os.FileMode) (s
 // replaceShared makes fresh the server's socket, which later listens get,
 // sends it to every subscribed worker, and returns the old one to close. A
 // socket from socket activation is not closed (it could not be had back)
-// nor made available again: it no longer listens. Called with srv.mu held.
-func (srv *server) replaceShared(fresh sharedSocket) (old sharedSocket) {
-	old = srv.sock
-	if srv.inherited != nil {
-		old, srv.inherited = nil, nil
+// nor made available again: it no longer listens. Called with sa.mu held.
+func (sa *sharedAddr) replaceShared(fresh sharedSocket) (old sharedSocket) {
+	old = sa.sock
+	if sa.inherited != nil {
+		old, sa.inherited = nil, nil
 	}
-	srv.sock = fresh
-	sent := make(map[*subscription]bool, len(srv.subs))
-	for _, sub := range srv.subs {
-		sent[sub] = srv.sendRebound(sub)
+	sa.sock = fresh
+	sent := make(map[*subscription]bool, len(sa.subs))
+	for _, sub := range sa.subs {
+		sent[sub] = sa.sendRebound(sub)
 	}
-	srv.rebind.sent = sent
+	sa.rebind.sent = sent
 	return old
 }
 
 // sendReboundLate sends the socket to the workers that subscribed since it
-// was bound, or that could not be sent it then. Called with srv.mu held.
-func (srv *server) sendReboundLate() {
-	sent := srv.rebind.sent
+// was bound, or that could not be sent it then. Called with sa.mu held.
+func (sa *sharedAddr) sendReboundLate() {
+	sent := sa.rebind.sent
 	if sent == nil {
 		return
 	}
 	all := true
-	for _, sub := range srv.subs {
+	for _, sub := range sa.subs {
 		if !sent[sub] {
-			sent[sub] = srv.sendRebound(sub)
+			sent[sub] = sa.sendRebound(sub)
 			all = all && sent[sub]
 		}
 	}
 	if all {
-		srv.rebind.sent = nil
+		sa.rebind.sent = nil
 	}
 }
 
 // sendRebound sends sub's worker a copy of the server's socket. A worker
 // that already has it is sent another, which it takes in place of its own.
-// Called with srv.mu held: the frame is only queued.
-func (srv *server) sendRebound(sub *subscription) bool {
-	h, err := dupHandle(srv.sock)
+// Called with sa.mu held: the frame is only queued.
+func (sa *sharedAddr) sendRebound(sub *subscription) bool {
+	h, err := dupHandle(sa.sock)
 	if err != nil {
 		return false // out of descriptors: again at the next look
 	}
-	b := binary.BigEndian.AppendUint32(newFrame(frameRebound, 4, 1), srv.key)
+	b := binary.BigEndian.AppendUint32(newFrame(frameRebound, 4, 1), sa.key)
 	sub.w.ch.send(outFrame{b: b, handles: []sysHandle{h}})
 	return true
 }

@@ -18,6 +18,6 @@ const sharedSocketsRebound = false
 // sharedWatch is what a server would hold to watch its shared socket.
 type sharedWatch struct{}
 
-func (srv *server) watchShared(backlog int, perm os.FileMode) {}
+func (sa *sharedAddr) watchShared(backlog int, perm os.FileMode) {}
 
-func (srv *server) stopSharedWatch() {}
+func (sa *sharedAddr) stopSharedWatch() {}

@@ -378,13 +378,13 @@ func TestSecurityUnprivilegedWorkers(t *testing.T) {
 			}
 			granted := map[*Worker]map[string]bool{a: {}, b: {}, cw: {}}
 			cluster.mu.Lock()
-			for _, srv := range cluster.servers {
-				srv.mu.Lock()
-				for _, sub := range srv.subs {
+			for _, sa := range cluster.addrs {
+				sa.mu.Lock()
+				for _, sub := range sa.subs {
 					switch {
 					case granted[sub.w] == nil:
-					case srv.mode == modeShared:
-						granted[sub.w][secInode(t, srv.sock)] = true
+					case sa.mode == modeShared:
+						granted[sub.w][secInode(t, sa.sock)] = true
 					case sub.handoff: // its end of its own handoff socket
 						link, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", sub.peer))
 						if err != nil {
@@ -393,7 +393,7 @@ func TestSecurityUnprivilegedWorkers(t *testing.T) {
 						granted[sub.w][link] = true
 					}
 				}
-				srv.mu.Unlock()
+				sa.mu.Unlock()
 			}
 			cluster.mu.Unlock()
 			channels := map[*Worker]string{}

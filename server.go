@@ -17,20 +17,20 @@ import (
 // workers listen on, created by the first worker that asks and closed when
 // the last one leaves.
 //
-// Locks, in the order they are taken: srv.bindMu (modeOwn binds of one
+// Locks, in the order they are taken: sa.bindMu (modeOwn binds of one
 // address, held alone), cluster.mu (the servers and the addresses being
-// bound), srv.mu (one server's subscriptions and queues), w.mu (one
+// bound), sa.mu (one server's subscriptions and queues), w.mu (one
 // worker's). No bind, name lookup or other call that may wait runs under
-// cluster.mu or srv.mu.
+// cluster.mu or sa.mu.
 
 // maxListensPerWorker bounds the addresses one worker may hold, so that a
 // worker cannot make the primary bind without end.
 const maxListensPerWorker = 256
 
-type server struct {
+type sharedAddr struct {
 	id     string // network|address, as workers asked for it
 	key    uint32
-	mode   string
+	mode   shareMode
 	packet bool
 
 	network   string
@@ -56,8 +56,8 @@ type server struct {
 
 // subscription is one worker's use of a server.
 type subscription struct {
-	srv *server
-	w   *Worker
+	sa *sharedAddr
+	w  *Worker
 
 	// modeRR: the handoff socket (see rr.go) and what is queued in it.
 	handoff bool        // out and peer are open
@@ -73,7 +73,7 @@ type subscription struct {
 }
 
 // room returns how many more connections sub may be sent now, looking at
-// its queue again when the count says it is full. Called with srv.mu held.
+// its queue again when the count says it is full. Called with sa.mu held.
 func (sub *subscription) room() int {
 	if !sub.active || sub.jammed {
 		return 0
@@ -85,7 +85,7 @@ func (sub *subscription) room() int {
 }
 
 // look counts what is queued for the worker; what left the queue since the
-// last look, the worker accepted. Called with srv.mu held.
+// last look, the worker accepted. Called with sa.mu held.
 func (sub *subscription) look() {
 	n, err := queuedConns(sub.peer)
 	if err != nil {
@@ -102,7 +102,7 @@ func (sub *subscription) look() {
 
 // handOver sends the worker hs, whose copies handOver closes in the
 // primary. It returns those the handoff socket did not take. Called with
-// srv.mu held.
+// sa.mu held.
 func (sub *subscription) handOver(hs []sysHandle) []sysHandle {
 	records := sub.records[:0]
 	for i := range hs {
@@ -113,7 +113,7 @@ func (sub *subscription) handOver(hs []sysHandle) []sysHandle {
 		records = append(records, record)
 	}
 	sub.records = records
-	sent, err := handOver(sub.out, hs, records)
+	sent, err := sendConns(sub.out, hs, records)
 	if sent > 0 {
 		if sub.queued == 0 {
 			sub.since = time.Now()
@@ -122,7 +122,7 @@ func (sub *subscription) handOver(hs []sysHandle) []sysHandle {
 		sub.w.stats.handed.Add(uint64(sent))
 	}
 	if sent > 0 || err != nil {
-		sub.srv.watchQueues()
+		sub.sa.watchQueues()
 	}
 	if err != nil {
 		sub.jammed = true
@@ -132,12 +132,12 @@ func (sub *subscription) handOver(hs []sysHandle) []sysHandle {
 }
 
 // takeBack returns the connections queued for the worker and closes the
-// handoff socket if close. Called with srv.mu held.
+// handoff socket if close. Called with sa.mu held.
 func (sub *subscription) takeBack(close bool) []sysHandle {
 	if !sub.handoff {
 		return nil
 	}
-	hs := takeBack(sub.peer)
+	hs := recvQueued(sub.peer)
 	if taken := sub.queued - len(hs); taken > 0 {
 		sub.w.stats.accepted.Add(uint64(taken))
 	}
@@ -149,7 +149,7 @@ func (sub *subscription) takeBack(close bool) []sysHandle {
 	return hs
 }
 
-var lastServerKey uint32 // guarded by cluster.mu
+var lastAddrKey uint32 // guarded by cluster.mu
 
 // handleListenFrame handles the listening frames from worker w.
 func handleListenFrame(w *Worker, f frame) error {
@@ -179,7 +179,7 @@ func handleListenFrame(w *Worker, f frame) error {
 			return err
 		}
 		if sub := w.takeSub(key); sub != nil {
-			sub.srv.unsubscribe(sub)
+			sub.sa.unsubscribe(sub)
 		}
 	case frameDemand:
 		key, n, err := parseKeyFrame(f, true)
@@ -189,10 +189,10 @@ func handleListenFrame(w *Worker, f frame) error {
 		w.mu.Lock()
 		sub := w.subs[key]
 		w.mu.Unlock()
-		if sub == nil || sub.srv.mode != modeRR {
+		if sub == nil || sub.sa.mode != modeRR {
 			return nil // unlistened or never granted: nothing to send
 		}
-		return sub.srv.demand(sub, n)
+		return sub.sa.demand(sub, n)
 	}
 	return nil
 }
@@ -247,13 +247,13 @@ func listenFor(w *Worker, req listenRequest) (listenReply, []sysHandle) {
 			return refuse(fmt.Errorf("not allowed: %w", err))
 		}
 	}
-	mode := shareMode(req, SchedulingPolicy())
+	mode := modeFor(req, SchedulingPolicy())
 	for range maxListenAttempts {
-		srv, err := findOrBind(req, mode, settings.SocketMode.Perm())
+		sa, err := findOrBind(req, mode, settings.SocketMode.Perm())
 		if err != nil {
 			return refuse(err)
 		}
-		rep, hs, err := srv.subscribe(w, req)
+		rep, hs, err := sa.subscribe(w, req)
 		if errors.Is(err, errServerClosed) {
 			continue
 		}
@@ -265,8 +265,8 @@ func listenFor(w *Worker, req listenRequest) (listenReply, []sysHandle) {
 	return refuse(fmt.Errorf("%s %s: other workers closed it each time it was bound; try again", req.Network, req.Address))
 }
 
-// shareMode is how the primary shares an address under policy.
-func shareMode(req listenRequest, policy Policy) string {
+// modeFor is how the primary shares an address under policy.
+func modeFor(req listenRequest, policy Policy) shareMode {
 	switch {
 	case req.ReusePort && req.Network != "unix":
 		return modeOwn
@@ -311,16 +311,16 @@ type binding struct {
 
 // findOrBind returns the server for req's address, binding it if no worker
 // listens there yet.
-func findOrBind(req listenRequest, mode string, perm os.FileMode) (*server, error) {
+func findOrBind(req listenRequest, mode shareMode, perm os.FileMode) (*sharedAddr, error) {
 	id := joinNetwork(req.Network, req.Address)
 	for {
 		cluster.mu.Lock()
-		if srv := cluster.servers[id]; srv != nil {
+		if sa := cluster.addrs[id]; sa != nil {
 			cluster.mu.Unlock()
-			if srv.mode != mode || srv.packet != req.Packet {
-				return nil, fmt.Errorf("%s %s is already shared with other workers in %s mode; this listen asks for %s", req.Network, req.Address, srv.mode, mode)
+			if sa.mode != mode || sa.packet != req.Packet {
+				return nil, fmt.Errorf("%s %s is already shared with other workers in %s mode; this listen asks for %s", req.Network, req.Address, sa.mode, mode)
 			}
-			return srv, nil
+			return sa, nil
 		}
 		if b := cluster.binding[id]; b != nil {
 			cluster.mu.Unlock()
@@ -334,71 +334,71 @@ func findOrBind(req listenRequest, mode string, perm os.FileMode) (*server, erro
 		cluster.binding[id] = b
 		cluster.mu.Unlock()
 
-		srv, err := newServer(req, mode, perm)
+		sa, err := newSharedAddr(req, mode, perm)
 		cluster.mu.Lock()
 		delete(cluster.binding, id)
 		if err == nil {
-			lastServerKey++
-			srv.key = lastServerKey
-			cluster.servers[id] = srv
+			lastAddrKey++
+			sa.key = lastAddrKey
+			cluster.addrs[id] = sa
 		}
 		cluster.mu.Unlock()
 		b.err = err
 		close(b.done)
-		return srv, err
+		return sa, err
 	}
 }
 
-// subscribe makes w a user of srv and returns the reply and the handle for
-// w. It returns errServerClosed if srv was closed before w could join.
-func (srv *server) subscribe(w *Worker, req listenRequest) (listenReply, []sysHandle, error) {
-	if w.usesServer(srv) {
+// subscribe makes w a user of sa and returns the reply and the handle for
+// w. It returns errServerClosed if sa was closed before w could join.
+func (sa *sharedAddr) subscribe(w *Worker, req listenRequest) (listenReply, []sysHandle, error) {
+	if w.usesServer(sa) {
 		// One subscription per worker and server (w.subs is keyed by the
 		// server): a second listen on the same address fails as it would
 		// with net.Listen in one process.
 		return listenReply{}, nil, os.NewSyscallError("bind", syscall.EADDRINUSE)
 	}
-	sub := &subscription{srv: srv, w: w}
-	boundAt := srv.boundAt
+	sub := &subscription{sa: sa, w: w}
+	boundAt := sa.boundAt
 	var h sysHandle
 	var err error
 	held := false // h is open
-	switch srv.mode {
+	switch sa.mode {
 	case modeRR:
 		h, err = sub.openHandoff()
 	case modeShared:
 		// Copied below, where the worker joins: the watch may replace
 		// the socket (primary_shared_watch_unix.go) until then.
 	case modeOwn:
-		h, boundAt, err = srv.bindOwn(req)
+		h, boundAt, err = sa.bindOwn(req)
 	}
 	if err != nil {
-		if srv.closeIfUnused() {
+		if sa.closeIfUnused() {
 			err = errServerClosed
 		}
 		return listenReply{}, nil, err
 	}
-	held = srv.mode != modeShared
+	held = sa.mode != modeShared
 
 	cluster.mu.Lock()
-	srv.mu.Lock()
-	closed := srv.closed
-	if !closed && srv.mode == modeShared {
-		h, err = dupHandle(srv.sock)
+	sa.mu.Lock()
+	closed := sa.closed
+	if !closed && sa.mode == modeShared {
+		h, err = dupHandle(sa.sock)
 		held = err == nil
 	}
 	if !closed && err == nil {
-		srv.subs = append(srv.subs, sub)
+		sa.subs = append(sa.subs, sub)
 		w.mu.Lock()
-		w.subs[srv.key] = sub
+		w.subs[sa.key] = sub
 		w.mu.Unlock()
 	}
-	srv.mu.Unlock()
+	sa.mu.Unlock()
 	cluster.mu.Unlock()
 	switch {
 	case closed:
 		err = errServerClosed
-	case err != nil && srv.closeIfUnused():
+	case err != nil && sa.closeIfUnused():
 		err = errServerClosed // its socket was closed under the dup
 	}
 	if err != nil {
@@ -410,14 +410,14 @@ func (srv *server) subscribe(w *Worker, req listenRequest) (listenReply, []sysHa
 		}
 		return listenReply{}, nil, err
 	}
-	return listenReply{Key: srv.key, Mode: srv.mode, Address: boundAt}, []sysHandle{h}, nil
+	return listenReply{Key: sa.key, Mode: sa.mode, Address: boundAt}, []sysHandle{h}, nil
 }
 
-// usesServer reports whether w already listens through srv.
-func (w *Worker) usesServer(srv *server) bool {
+// usesServer reports whether w already listens through sa.
+func (w *Worker) usesServer(sa *sharedAddr) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	_, ok := w.subs[srv.key]
+	_, ok := w.subs[sa.key]
 	return ok
 }
 
@@ -451,49 +451,49 @@ func (sub *subscription) openHandoff() (sysHandle, error) {
 	return h, nil
 }
 
-// newServer binds the address for the first worker, without cluster.mu.
-func newServer(req listenRequest, mode string, socketMode os.FileMode) (*server, error) {
-	srv := &server{id: joinNetwork(req.Network, req.Address), mode: mode, packet: req.Packet, network: req.Network, address: req.Address, done: make(chan struct{})}
-	srv.cond.L = &srv.mu
+// newSharedAddr binds the address for the first worker, without cluster.mu.
+func newSharedAddr(req listenRequest, mode shareMode, socketMode os.FileMode) (*sharedAddr, error) {
+	sa := &sharedAddr{id: joinNetwork(req.Network, req.Address), mode: mode, packet: req.Packet, network: req.Network, address: req.Address, done: make(chan struct{})}
+	sa.cond.L = &sa.mu
 	if mode == modeOwn {
 		// Each worker gets a socket of its own; the first bind fixes the
 		// port that ":0" gives the next ones.
-		return srv, nil
+		return sa, nil
 	}
-	if err := srv.bindShared(req, socketMode); err != nil {
+	if err := sa.bindShared(req, socketMode); err != nil {
 		return nil, err
 	}
 	if mode == modeShared && !req.Packet {
-		srv.watchShared(req.Backlog, socketMode)
+		sa.watchShared(req.Backlog, socketMode)
 	}
 	if mode == modeRR {
-		rc, err := srv.startPolling()
+		rc, err := sa.startPolling()
 		if err != nil {
-			srv.release(nil)
+			sa.release(nil)
 			return nil, err
 		}
-		go srv.acceptLoop(rc)
+		go sa.acceptLoop(rc)
 	}
-	return srv, nil
+	return sa, nil
 }
 
-// bindShared binds the socket that srv shares, or takes it from socket
+// bindShared binds the socket that sa shares, or takes it from socket
 // activation.
-func (srv *server) bindShared(req listenRequest, socketMode os.FileMode) error {
+func (sa *sharedAddr) bindShared(req listenRequest, socketMode os.FileMode) error {
 	if s := takeActivated(req.Network, req.Address, req.Packet); s != nil {
 		sock, err := asShared(s.conn())
 		if err != nil {
 			s.release()
 			return err
 		}
-		srv.inherited, srv.sock = s, sock
-		srv.boundAt = joinNetwork(req.Network, s.localAddr().String())
+		sa.inherited, sa.sock = s, sock
+		sa.boundAt = joinNetwork(req.Network, s.localAddr().String())
 		return nil
 	}
 	var err error
 	if isSocketFile(req.Network, req.Address) {
-		srv.sock, err = bindSocketFile(req.Address, socketMode, req.Backlog)
-		srv.boundAt = joinNetwork(req.Network, req.Address)
+		sa.sock, err = bindSocketFile(req.Address, socketMode, req.Backlog)
+		sa.boundAt = joinNetwork(req.Network, req.Address)
 		return err
 	}
 	var c io.Closer
@@ -511,10 +511,10 @@ func (srv *server) bindShared(req listenRequest, socketMode os.FileMode) error {
 		}
 		c, addr = ln, ln.Addr()
 	}
-	if srv.sock, err = park(c); err != nil {
+	if sa.sock, err = park(c); err != nil {
 		return err
 	}
-	srv.boundAt = joinNetwork(req.Network, addr.String())
+	sa.boundAt = joinNetwork(req.Network, addr.String())
 	return nil
 }
 
@@ -533,47 +533,47 @@ func asShared(c io.Closer) (sharedSocket, error) {
 
 // bindOwn binds a new SO_REUSEPORT socket for one worker and returns it
 // with the address it is bound to. The binds of one address take turns
-// (the first fixes the port of the next), under srv.bindMu alone.
-func (srv *server) bindOwn(req listenRequest) (sysHandle, string, error) {
-	srv.bindMu.Lock()
-	defer srv.bindMu.Unlock()
+// (the first fixes the port of the next), under sa.bindMu alone.
+func (sa *sharedAddr) bindOwn(req listenRequest) (sysHandle, string, error) {
+	sa.bindMu.Lock()
+	defer sa.bindMu.Unlock()
 	var c interface{ Close() error }
 	var local net.Addr
 	if req.Packet {
-		pc, err := bindPacket(req.Network, srv.address, true)
+		pc, err := bindPacket(req.Network, sa.address, true)
 		if err != nil {
 			return 0, "", err
 		}
 		c, local = pc, pc.LocalAddr()
 	} else {
-		ln, err := bindStream(req.Network, srv.address, req.Backlog, true)
+		ln, err := bindStream(req.Network, sa.address, req.Backlog, true)
 		if err != nil {
 			return 0, "", err
 		}
 		c, local = ln, ln.Addr()
 	}
 	defer c.Close()
-	if srv.boundAt == "" {
-		srv.boundAt = joinNetwork(req.Network, local.String())
-		if host, port, err := net.SplitHostPort(srv.address); err == nil && (port == "0" || port == "") {
+	if sa.boundAt == "" {
+		sa.boundAt = joinNetwork(req.Network, local.String())
+		if host, port, err := net.SplitHostPort(sa.address); err == nil && (port == "0" || port == "") {
 			_, bound, _ := net.SplitHostPort(local.String())
-			srv.address = net.JoinHostPort(host, bound)
+			sa.address = net.JoinHostPort(host, bound)
 		}
 	}
 	h, err := dupHandle(c)
-	return h, srv.boundAt, err
+	return h, sa.boundAt, err
 }
 
 // closeIfUnused closes a server that no worker uses, and reports whether
 // it had been closed already.
-func (srv *server) closeIfUnused() bool {
+func (sa *sharedAddr) closeIfUnused() bool {
 	cluster.mu.Lock()
-	srv.mu.Lock()
-	closed, unused := srv.closed, len(srv.subs) == 0
-	srv.mu.Unlock()
+	sa.mu.Lock()
+	closed, unused := sa.closed, len(sa.subs) == 0
+	sa.mu.Unlock()
 	var release func()
 	if unused && !closed {
-		release = srv.closeLocked()
+		release = sa.closeLocked()
 	}
 	cluster.mu.Unlock()
 	if release != nil {
@@ -584,28 +584,28 @@ func (srv *server) closeIfUnused() bool {
 
 // unsubscribe removes a worker from the server, gives the connections it had
 // not taken to the others, and closes the server when nobody is left.
-func (srv *server) unsubscribe(sub *subscription) {
+func (sa *sharedAddr) unsubscribe(sub *subscription) {
 	cluster.mu.Lock()
-	srv.mu.Lock()
-	for i, s := range srv.subs {
+	sa.mu.Lock()
+	for i, s := range sa.subs {
 		if s == sub {
-			srv.subs = append(srv.subs[:i], srv.subs[i+1:]...)
-			if srv.next > i {
-				srv.next--
+			sa.subs = append(sa.subs[:i], sa.subs[i+1:]...)
+			if sa.next > i {
+				sa.next--
 			}
 			break
 		}
 	}
-	srv.pending = append(sub.takeBack(true), srv.pending...)
+	sa.pending = append(sub.takeBack(true), sa.pending...)
 	sub.active = false
-	empty := len(srv.subs) == 0
+	empty := len(sa.subs) == 0
 	if !empty {
-		srv.flushPending()
+		sa.flushPending()
 	}
-	srv.mu.Unlock()
+	sa.mu.Unlock()
 	var release func()
 	if empty {
-		release = srv.closeLocked()
+		release = sa.closeLocked()
 	}
 	cluster.mu.Unlock()
 	if release != nil {
@@ -618,51 +618,51 @@ func (srv *server) unsubscribe(sub *subscription) {
 // its socket (removing a Unix socket's file) and drops the connections
 // nobody took, to be called without cluster.mu: removing a file is file
 // system work. Called with cluster.mu held, once.
-func (srv *server) closeLocked() (release func()) {
-	if cluster.servers[srv.id] == srv {
-		delete(cluster.servers, srv.id)
+func (sa *sharedAddr) closeLocked() (release func()) {
+	if cluster.addrs[sa.id] == sa {
+		delete(cluster.addrs, sa.id)
 	}
-	srv.mu.Lock()
-	defer srv.mu.Unlock()
-	if srv.closed {
+	sa.mu.Lock()
+	defer sa.mu.Unlock()
+	if sa.closed {
 		return func() {}
 	}
-	srv.closed = true
-	pending := srv.pending
-	srv.pending = nil
-	for _, sub := range srv.subs {
+	sa.closed = true
+	pending := sa.pending
+	sa.pending = nil
+	for _, sub := range sa.subs {
 		pending = append(pending, sub.takeBack(true)...)
 	}
-	if srv.watch != nil {
-		srv.watch.Stop()
+	if sa.watch != nil {
+		sa.watch.Stop()
 	}
-	srv.stopSharedWatch()
-	srv.cond.Broadcast()
-	return func() { srv.release(pending) }
+	sa.stopSharedWatch()
+	sa.cond.Broadcast()
+	return func() { sa.release(pending) }
 }
 
 // release closes what a closed server holds: the connections nobody took,
 // its socket, and the accept loop's copy of it.
-func (srv *server) release(pending []sysHandle) {
+func (sa *sharedAddr) release(pending []sysHandle) {
 	closeHandles(pending)
-	if srv.polled != nil {
-		srv.polled.Close() // wakes the accept loop
+	if sa.polled != nil {
+		sa.polled.Close() // wakes the accept loop
 	}
 	switch {
-	case srv.inherited != nil:
-		srv.inherited.release() // kept open for the next worker that asks
-	case srv.sock != nil:
-		srv.sock.Close()
+	case sa.inherited != nil:
+		sa.inherited.release() // kept open for the next worker that asks
+	case sa.sock != nil:
+		sa.sock.Close()
 	}
-	if srv.mode != modeRR || srv.polled == nil {
-		close(srv.done)
+	if sa.mode != modeRR || sa.polled == nil {
+		close(sa.done)
 	}
 }
 
 // dropWorker removes a worker whose channel is closed from every server.
 func dropWorker(w *Worker) {
 	for _, sub := range w.subscriptions(true) {
-		sub.srv.unsubscribe(sub)
+		sub.sa.unsubscribe(sub)
 	}
 }
 
@@ -684,20 +684,20 @@ func (w *Worker) subscriptions(clear bool) []*subscription {
 // connections; those it has not taken come back when it unlistens or dies.
 func stopHandoffs(w *Worker) {
 	for _, sub := range w.subscriptions(false) {
-		srv := sub.srv
-		srv.mu.Lock()
+		sa := sub.sa
+		sa.mu.Lock()
 		sub.active = false
 		sub.window = 0
-		srv.mu.Unlock()
+		sa.mu.Unlock()
 	}
 }
 
-// closeAllServers closes what is left when the cluster disconnects.
-func closeAllServers() {
+// closeAllAddrs closes what is left when the cluster disconnects.
+func closeAllAddrs() {
 	cluster.mu.Lock()
 	var releases []func()
-	for _, srv := range cluster.servers {
-		releases = append(releases, srv.closeLocked())
+	for _, sa := range cluster.addrs {
+		releases = append(releases, sa.closeLocked())
 	}
 	cluster.mu.Unlock()
 	for _, release := range releases {
@@ -706,68 +706,68 @@ func closeAllServers() {
 }
 
 // demand applies a worker's demand: it accepts, with a window of n.
-func (srv *server) demand(sub *subscription, n int) error {
+func (sa *sharedAddr) demand(sub *subscription, n int) error {
 	if n < 1 || n > maxFrameHandles {
 		return protocolErrorf("worker asks for a window of %d connections", n)
 	}
-	srv.mu.Lock()
-	defer srv.mu.Unlock()
+	sa.mu.Lock()
+	defer sa.mu.Unlock()
 	sub.w.mu.Lock()
 	leaving := sub.w.disconnecting
 	sub.w.mu.Unlock()
-	if srv.closed || leaving || !sub.handoff {
+	if sa.closed || leaving || !sub.handoff {
 		return nil
 	}
 	sub.active, sub.jammed, sub.window = true, false, n
 	sub.look()
-	srv.flushPending()
-	srv.cond.Signal()
+	sa.flushPending()
+	sa.cond.Signal()
 	return nil
 }
 
 // room returns how many more connections the workers may be sent now.
-// Called with srv.mu held.
-func (srv *server) room() int {
+// Called with sa.mu held.
+func (sa *sharedAddr) room() int {
 	r := 0
-	for _, sub := range srv.subs {
+	for _, sub := range sa.subs {
 		r += sub.room()
 	}
 	return r
 }
 
-// flushPending hands out waiting connections. Called with srv.mu held.
-func (srv *server) flushPending() {
-	if len(srv.pending) > 0 {
-		srv.pending = srv.distribute(srv.pending)
+// flushPending hands out waiting connections. Called with sa.mu held.
+func (sa *sharedAddr) flushPending() {
+	if len(sa.pending) > 0 {
+		sa.pending = sa.distribute(sa.pending)
 	}
 }
 
 // distribute deals hs to the workers in turn, each up to its room, sends
 // each its share in one go, and returns those nobody could take. Called with
-// srv.mu held.
-func (srv *server) distribute(hs []sysHandle) []sysHandle {
-	rooms := srv.rooms[:0]
-	for _, sub := range srv.subs {
+// sa.mu held.
+func (sa *sharedAddr) distribute(hs []sysHandle) []sysHandle {
+	rooms := sa.rooms[:0]
+	for _, sub := range sa.subs {
 		rooms = append(rooms, sub.room())
 	}
-	srv.rooms = rooms
-	n, dealt := len(srv.subs), 0
+	sa.rooms = rooms
+	n, dealt := len(sa.subs), 0
 	for dealt < len(hs) {
 		i := 0
-		for i < n && rooms[(srv.next+i)%n] == 0 {
+		for i < n && rooms[(sa.next+i)%n] == 0 {
 			i++
 		}
 		if i == n {
 			break
 		}
-		i = (srv.next + i) % n
-		srv.subs[i].deal = append(srv.subs[i].deal, hs[dealt])
+		i = (sa.next + i) % n
+		sa.subs[i].deal = append(sa.subs[i].deal, hs[dealt])
 		rooms[i]--
 		dealt++
-		srv.next = (i + 1) % n
+		sa.next = (i + 1) % n
 	}
 	var rest []sysHandle
-	for _, sub := range srv.subs {
+	for _, sub := range sa.subs {
 		if len(sub.deal) > 0 {
 			rest = append(rest, sub.handOver(sub.deal)...)
 			sub.deal = sub.deal[:0]
@@ -777,77 +777,77 @@ func (srv *server) distribute(hs []sysHandle) []sysHandle {
 }
 
 // watchQueues makes sure the queues are looked at again after a while.
-// Called with srv.mu held.
-func (srv *server) watchQueues() {
-	if srv.watch == nil && !srv.closed {
-		srv.watch = time.AfterFunc(rrStaleAfter/2, srv.checkQueues)
+// Called with sa.mu held.
+func (sa *sharedAddr) watchQueues() {
+	if sa.watch == nil && !sa.closed {
+		sa.watch = time.AfterFunc(rrStaleAfter/2, sa.checkQueues)
 	}
 }
 
 // checkQueues takes back the queue of every worker that has not accepted
 // for rrStaleAfter, sends those connections to the others, and keeps
 // watching while any queue is not empty.
-func (srv *server) checkQueues() {
-	srv.mu.Lock()
-	defer srv.mu.Unlock()
-	srv.watch = nil
-	if srv.closed {
+func (sa *sharedAddr) checkQueues() {
+	sa.mu.Lock()
+	defer sa.mu.Unlock()
+	sa.watch = nil
+	if sa.closed {
 		return
 	}
 	now := time.Now()
 	again := false
-	for _, sub := range srv.subs {
+	for _, sub := range sa.subs {
 		sub.jammed = false
 		if sub.queued == 0 {
 			continue
 		}
 		sub.look()
 		if sub.queued > 0 && now.Sub(sub.since) >= rrStaleAfter {
-			srv.pending = append(sub.takeBack(false), srv.pending...)
+			sa.pending = append(sub.takeBack(false), sa.pending...)
 			sub.active = false
-			sub.w.ch.send(outFrame{b: keyFrame(frameReclaimed, srv.key, 0, false)})
+			sub.w.ch.send(outFrame{b: keyFrame(frameReclaimed, sa.key, 0, false)})
 		}
 		again = again || sub.queued > 0
 	}
-	srv.flushPending()
-	srv.cond.Signal()
+	sa.flushPending()
+	sa.cond.Signal()
 	if again {
-		srv.watchQueues()
+		sa.watchQueues()
 	}
 }
 
 // acceptLoop accepts connections while workers have credit and hands them out.
-func (srv *server) acceptLoop(rc syscall.RawConn) {
-	defer close(srv.done)
+func (sa *sharedAddr) acceptLoop(rc syscall.RawConn) {
+	defer close(sa.done)
 	var delay time.Duration
 	for {
-		srv.mu.Lock()
+		sa.mu.Lock()
 		room := 0
-		for !srv.closed {
-			srv.flushPending()
-			if len(srv.pending) == 0 {
-				if room = srv.room(); room > 0 {
+		for !sa.closed {
+			sa.flushPending()
+			if len(sa.pending) == 0 {
+				if room = sa.room(); room > 0 {
 					break
 				}
 			}
-			srv.cond.Wait()
+			sa.cond.Wait()
 		}
-		if srv.closed {
-			srv.mu.Unlock()
+		if sa.closed {
+			sa.mu.Unlock()
 			return
 		}
-		srv.mu.Unlock()
+		sa.mu.Unlock()
 
 		hs, err := acceptBatch(rc, min(room, maxFrameHandles))
 		if len(hs) > 0 {
 			delay = 0
-			srv.mu.Lock()
-			if srv.closed {
+			sa.mu.Lock()
+			if sa.closed {
 				closeHandles(hs)
-			} else if rest := srv.distribute(hs); len(rest) > 0 {
-				srv.pending = append(srv.pending, rest...)
+			} else if rest := sa.distribute(hs); len(rest) > 0 {
+				sa.pending = append(sa.pending, rest...)
 			}
-			srv.mu.Unlock()
+			sa.mu.Unlock()
 		}
 		if err != nil {
 			if isClosedListenErr(err) {
@@ -867,13 +867,13 @@ func isClosedListenErr(err error) bool {
 // startPolling returns a RawConn whose Read waits for connections on the
 // server's socket. The net package's own RawConn of a listener refuses Read,
 // so the accept loop polls a copy of the descriptor wrapped in an *os.File.
-func (srv *server) startPolling() (syscall.RawConn, error) {
-	h, err := dupHandle(srv.sock)
+func (sa *sharedAddr) startPolling() (syscall.RawConn, error) {
+	h, err := dupHandle(sa.sock)
 	if err != nil {
 		return nil, err
 	}
-	srv.polled = fileFromHandle(h, "accept")
-	return srv.polled.SyscallConn()
+	sa.polled = fileFromHandle(h, "accept")
+	return sa.polled.SyscallConn()
 }
 
 // rawConn returns the listener's descriptor for the accept loop.

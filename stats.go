@@ -47,12 +47,12 @@ func (w *Worker) Stats() WorkerStats {
 	}
 	for _, sub := range w.subscriptions(false) {
 		// Looking at the queue first counts what left it as accepted.
-		sub.srv.mu.Lock()
+		sub.sa.mu.Lock()
 		if sub.handoff {
 			sub.look()
 			st.InFlight += sub.queued
 		}
-		sub.srv.mu.Unlock()
+		sub.sa.mu.Unlock()
 	}
 	st.Handed = w.stats.handed.Load()
 	st.Accepted = w.stats.accepted.Load()
@@ -76,16 +76,16 @@ type ClusterStats struct {
 // Stats returns the primary's counters, with those of every live worker.
 func Stats() ClusterStats {
 	cluster.mu.Lock()
-	st := ClusterStats{Workers: len(cluster.workers), Forks: cluster.lastID, Servers: len(cluster.servers)}
-	servers := make([]*server, 0, len(cluster.servers))
-	for _, srv := range cluster.servers {
-		servers = append(servers, srv)
+	st := ClusterStats{Workers: len(cluster.workers), Forks: cluster.lastID, Servers: len(cluster.addrs)}
+	servers := make([]*sharedAddr, 0, len(cluster.addrs))
+	for _, sa := range cluster.addrs {
+		servers = append(servers, sa)
 	}
 	cluster.mu.Unlock()
-	for _, srv := range servers {
-		srv.mu.Lock()
-		st.Pending += len(srv.pending)
-		srv.mu.Unlock()
+	for _, sa := range servers {
+		sa.mu.Lock()
+		st.Pending += len(sa.pending)
+		sa.mu.Unlock()
 	}
 	if s := runningSupervisor(); s != nil {
 		s.mu.Lock()

@@ -351,7 +351,7 @@ func (s *supervisor) shutdown(cause error) error {
 	for _, w := range ws {
 		<-w.done
 	}
-	closeAllServers()
+	closeAllAddrs()
 	s.log.Info("cluster stopped")
 	return cause
 }
