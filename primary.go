@@ -77,9 +77,9 @@ var cluster struct {
 	frozen    bool  // the policy can no longer change
 	lastID    int
 	workers   map[int]*Worker
-	alive     map[*Worker]bool    // every worker until its exit event, even after it left workers
-	addrs   map[string]*sharedAddr  // by network|address
-	binding   map[string]*binding // addresses being bound for a worker, by network|address
+	alive     map[*Worker]bool       // every worker until its exit event, even after it left workers
+	addrs     map[string]*sharedAddr // by network|address
+	binding   map[string]*binding    // addresses being bound for a worker, by network|address
 
 	onFork       handlers[func(*Worker)]
 	onOnline     handlers[func(*Worker)]
