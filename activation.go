@@ -1,5 +1,9 @@
 package clusternet
 
+// Shared: socket activation (systemd's LISTEN_FDS). The primary serves the
+// inherited sockets to workers; a program that never forks gets them from
+// Listen itself.
+
 import (
 	"io"
 	"net"

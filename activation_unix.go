@@ -2,6 +2,8 @@
 
 package clusternet
 
+// Shared: finding the sockets a service manager passed (Unix).
+
 import (
 	"net"
 	"os"

@@ -1,5 +1,8 @@
 package clusternet
 
+// Shared: the channel between the primary and a worker, above its transport:
+// the send queue, its bound, and the writer goroutine that owns the socket.
+
 import (
 	"bytes"
 	"fmt"

@@ -2,6 +2,8 @@
 
 package clusternet
 
+// Shared: the channel's transport on Unix, a socket pair with SCM_RIGHTS.
+
 import (
 	"errors"
 	"fmt"

@@ -2,6 +2,9 @@
 
 package clusternet
 
+// Shared: the channel's transport on Windows, a duplex named pipe whose
+// handles travel as records of their own.
+
 import (
 	"bufio"
 	"crypto/rand"

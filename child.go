@@ -1,5 +1,9 @@
 package clusternet
 
+// Runs in a worker: finding the channel at start, the online report, the
+// reader of the primary's frames, and leaving (Disconnect and Kill in the
+// worker itself; methods end in Self).
+
 import (
 	"fmt"
 	"os"

@@ -1,209 +1,20 @@
 package clusternet
 
+// Runs in a worker: its listeners (the registry of what it asked the
+// primary for, the listeners on sockets of its own, the connections they
+// handed out, which Disconnect waits for) and Listen's worker half.
+
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 )
-
-// AddressType is the kind of address a worker listens on, as Node's
-// addressType.
-type AddressType int
-
-const (
-	Unix AddressType = -1 // a Unix domain socket
-	TCP4 AddressType = 4
-	TCP6 AddressType = 6
-	UDP4 AddressType = 14 // the UDP values have no numeric meaning in Node
-	UDP6 AddressType = 16
-)
-
-// String returns Node's name: "4", "6", "-1", "udp4" or "udp6".
-func (t AddressType) String() string {
-	switch t {
-	case Unix:
-		return "-1"
-	case TCP4:
-		return "4"
-	case TCP6:
-		return "6"
-	case UDP4:
-		return "udp4"
-	case UDP6:
-		return "udp6"
-	}
-	return "AddressType(" + strconv.Itoa(int(t)) + ")"
-}
-
-// Address is where a worker listens, as reported by the listening event.
-type Address struct {
-	Network string      // as given to Listen: "tcp", "tcp4", "unix", "udp"...
-	Host    string      // the IP address, or the socket path for Unix sockets
-	Port    int         // 0 for Unix sockets
-	Type    AddressType // TCP4, TCP6, Unix, UDP4 or UDP6
-}
-
-// String returns host:port, or the path of a Unix socket.
-func (a Address) String() string {
-	if a.Type == Unix {
-		return a.Host
-	}
-	return net.JoinHostPort(a.Host, strconv.Itoa(a.Port))
-}
-
-func addressOf(network string, a net.Addr) Address {
-	addr := Address{Network: network}
-	var ip net.IP
-	switch a := a.(type) {
-	case *net.TCPAddr:
-		ip, addr.Port = a.IP, a.Port
-		addr.Type = TCP6
-		if ip.To4() != nil {
-			addr.Type = TCP4
-		}
-	case *net.UDPAddr:
-		ip, addr.Port = a.IP, a.Port
-		addr.Type = UDP6
-		if ip.To4() != nil {
-			addr.Type = UDP4
-		}
-	case *net.UnixAddr:
-		addr.Host, addr.Type = a.Name, Unix
-		return addr
-	}
-	if ip == nil {
-		ip = net.IPv6unspecified
-	}
-	addr.Host = ip.String()
-	return addr
-}
-
-// ListenConfig is net.ListenConfig with the cluster's options, as Node's
-// server.listen options.
-type ListenConfig struct {
-	net.ListenConfig // Control runs where the socket is bound; KeepAlive applies to accepted connections
-
-	// Exclusive binds the socket in this process, bypassing the primary
-	// (Node's exclusive): it is not shared with other workers.
-	Exclusive bool
-
-	// ReusePort binds this listener's socket with SO_REUSEPORT, one socket
-	// per worker whatever the scheduling policy (Node's reusePort).
-	ReusePort bool
-
-	// Backlog is the listen queue length; 0 means the system's default.
-	Backlog int
-}
-
-// Listen is net.Listen for the cluster. Outside a worker (in the primary, or
-// a program that is not clustered) it is net.Listen. In a worker the primary
-// owns the socket for network and address, shared by every worker that
-// listens there (so ":0" gives all of them the same port), and distributes
-// its connections according to the scheduling policy. Networks: tcp, tcp4,
-// tcp6, unix. An error binding in the primary is returned as the same error
-// (errors.Is(err, syscall.EADDRINUSE)).
-func Listen(network, address string) (net.Listener, error) {
-	var lc ListenConfig
-	return lc.Listen(context.Background(), network, address)
-}
-
-// Listen is the package-level Listen with lc's options; ctx bounds the wait
-// for the primary.
-func (lc *ListenConfig) Listen(ctx context.Context, network, address string) (net.Listener, error) {
-	switch network {
-	case "tcp", "tcp4", "tcp6", "unix":
-	default:
-		if Self() != nil { // outside a worker this is net.Listen, which decides
-			return nil, &net.OpError{Op: "listen", Net: network, Err: net.UnknownNetworkError(network)}
-		}
-	}
-	w := Self()
-	if w == nil {
-		if s := takeActivated(network, address, false); s != nil {
-			return s.ln, nil
-		}
-	}
-	if w == nil || lc.Exclusive {
-		ln, err := lc.bind(ctx, network, address, lc.ReusePort)
-		if err != nil || w == nil {
-			return ln, err
-		}
-		tl := w.listeners.track(ln, network, 0)
-		w.reportListening(addressOf(network, ln.Addr()))
-		return tl, nil
-	}
-	address, err := absUnixPath(network, address)
-	if err != nil {
-		return nil, &net.OpError{Op: "listen", Net: network, Err: err}
-	}
-	rep, h, err := w.listeners.request(ctx, w, listenRequest{Network: network, Address: address, Backlog: lc.Backlog, ReusePort: lc.ReusePort})
-	if err != nil {
-		return nil, err
-	}
-	var ln net.Listener
-	switch rep.Mode {
-	case modeRR:
-		ln, err = w.listeners.newRR(w, rep, h)
-	default:
-		ln, err = listenerFromHandle(h)
-		if err == nil {
-			tl := w.listeners.track(ln, network, rep.Key)
-			tl.shared = rep.Mode == modeShared
-			if network == "unix" && rep.Address != "" {
-				// The primary may bind relative to the socket's directory:
-				// the socket's own name for itself is then not the path.
-				tl.addr, _ = parseAddr(rep.Address)
-			}
-			ln = tl
-		} else {
-			w.listeners.unlisten(w, rep.Key)
-		}
-	}
-	if err != nil {
-		return nil, &net.OpError{Op: "listen", Net: network, Err: err}
-	}
-	w.reportListening(addressOf(network, ln.Addr()))
-	return ln, nil
-}
-
-// bind binds in this process.
-func (lc *ListenConfig) bind(ctx context.Context, network, address string, reuse bool) (net.Listener, error) {
-	nlc := lc.ListenConfig
-	if reuse {
-		nlc.Control = chainControl(reusePortControl, nlc.Control)
-	}
-	ln, err := nlc.Listen(ctx, network, address)
-	if err != nil {
-		return nil, err
-	}
-	if err := setBacklog(ln, lc.Backlog); err != nil {
-		ln.Close()
-		return nil, &net.OpError{Op: "listen", Net: network, Addr: ln.Addr(), Err: err}
-	}
-	return ln, nil
-}
-
-func chainControl(a, b func(string, string, syscall.RawConn) error) func(string, string, syscall.RawConn) error {
-	if b == nil {
-		return a
-	}
-	return func(network, address string, c syscall.RawConn) error {
-		if err := a(network, address, c); err != nil {
-			return err
-		}
-		return b(network, address, c)
-	}
-}
 
 // absUnixPath makes a Unix socket path absolute in the worker, whose working
 // directory may differ from the primary's, and resolves the symbolic links
@@ -229,122 +40,6 @@ func (w *Worker) reportListening(a Address) {
 	body, _ := json.Marshal(a)
 	f := newFrame(frameListening, len(body), 0)
 	w.ch.send(outFrame{b: append(f, body...)})
-}
-
-// shareMode is how the primary shares one address with a worker, as the
-// listen reply says. The scheduling policy picks it (modeFor): SchedRR is
-// modeRR, SchedNone modeShared, SchedReusePort modeOwn; UDP and Unix
-// sockets are never modeRR, Unix sockets never modeOwn.
-type shareMode string
-
-const (
-	modeRR     shareMode = "rr"     // the primary accepts and hands over connections
-	modeShared shareMode = "shared" // the worker accepts on the primary's socket
-	modeOwn    shareMode = "own"    // the worker has its own SO_REUSEPORT socket, bound by the primary
-)
-
-type listenRequest struct {
-	Seq       uint32
-	Network   string
-	Address   string
-	Backlog   int  `json:",omitempty"`
-	ReusePort bool `json:",omitempty"`
-	Packet    bool `json:",omitempty"`
-}
-
-type listenReply struct {
-	Seq     uint32
-	Key     uint32     `json:",omitempty"`
-	Mode    shareMode  `json:",omitempty"`
-	Address string     `json:",omitempty"` // the bound address, for modeRR
-	Err     *wireError `json:",omitempty"`
-}
-
-// wireError carries a bind error from the primary to the worker, keeping its
-// errno so that errors.Is works on the worker's side.
-type wireError struct {
-	Op    string `json:",omitempty"`
-	Errno uint64 `json:",omitempty"`
-	Msg   string
-}
-
-func toWireError(err error) *wireError {
-	we := &wireError{Msg: err.Error()}
-	if oe, ok := err.(*net.OpError); ok {
-		// The worker wraps it in an OpError of its own, naming the same
-		// network and address.
-		we.Msg = oe.Err.Error()
-	}
-	var errno syscall.Errno
-	if errors.As(err, &errno) {
-		we.Errno = uint64(errno)
-		var se *os.SyscallError
-		if errors.As(err, &se) {
-			we.Op = se.Syscall
-		}
-	}
-	return we
-}
-
-func (we *wireError) error(network, address string) error {
-	var err error = errors.New(we.Msg)
-	if we.Errno != 0 {
-		op := we.Op
-		if op == "" {
-			op = "listen"
-		}
-		err = os.NewSyscallError(op, syscall.Errno(we.Errno))
-		if !strings.HasSuffix(we.Msg, err.Error()) {
-			// The primary said more than the errno (why, and what to do):
-			// its words, with the errno for errors.Is.
-			err = &explainedError{msg: we.Msg, err: err}
-		}
-	}
-	return &net.OpError{Op: "listen", Net: network, Addr: strAddr(address), Err: fmt.Errorf("primary: %w", err)}
-}
-
-// explainedError is an error from the primary whose text says more than
-// the error it wraps.
-type explainedError struct {
-	msg string
-	err error
-}
-
-func (e *explainedError) Error() string { return e.msg }
-func (e *explainedError) Unwrap() error { return e.err }
-
-type strAddr string
-
-func (a strAddr) Network() string { return "" }
-func (a strAddr) String() string  { return string(a) }
-
-// keyFrame builds a frame whose body is a key and, for some kinds, a count.
-func keyFrame(kind frameKind, key uint32, n int, withCount bool) []byte {
-	size := 4
-	if withCount {
-		size = 8
-	}
-	b := newFrame(kind, size, 0)
-	b = binary.BigEndian.AppendUint32(b, key)
-	if withCount {
-		b = binary.BigEndian.AppendUint32(b, uint32(n))
-	}
-	return b
-}
-
-func parseKeyFrame(f frame, withCount bool) (key uint32, n int, err error) {
-	want := 4
-	if withCount {
-		want = 8
-	}
-	if len(f.body) != want {
-		return 0, 0, protocolErrorf("frame of kind %d has a body of %d bytes, want %d", f.kind, len(f.body), want)
-	}
-	key = binary.BigEndian.Uint32(f.body)
-	if withCount {
-		n = int(binary.BigEndian.Uint32(f.body[4:]))
-	}
-	return key, n, nil
 }
 
 // listenerSet is a worker's clusternet listeners and packet connections.
@@ -683,7 +378,7 @@ func (l *trackedListener) Close() error {
 }
 
 // membership is what a worker's socket of its own holds of the worker's
-// listener set and, when the primary shares it, of the primary's server.
+// listener set and, when the primary shares it, of the primary's sharedAddr.
 type membership struct {
 	set  *listenerSet
 	key  uint32 // 0 when the primary is not involved (Exclusive)
@@ -769,4 +464,116 @@ func (t *connTracker) wait() {
 	for t.inFlight() > 0 || t.acceptsUnderWay() {
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// trackPacket registers a packet connection so that Disconnect closes it.
+// The result is a *UDPConn, which has every method of *net.UDPConn.
+func (s *listenerSet) trackPacket(pc net.PacketConn, key uint32) net.PacketConn {
+	uc, ok := pc.(*net.UDPConn)
+	if !ok {
+		c := &trackedPacketConn{PacketConn: pc, membership: membership{set: s, key: key}}
+		s.add(c)
+		return c
+	}
+	c := &UDPConn{UDPConn: uc, membership: membership{set: s, key: key}}
+	s.add(c)
+	return c
+}
+
+// trackedPacketConn does for any other packet connection what UDPConn does
+// for a *net.UDPConn. On Windows a socket that the primary shares with other
+// workers is one: the net package cannot adopt it.
+type trackedPacketConn struct {
+	net.PacketConn
+	membership
+}
+
+func (c *trackedPacketConn) Close() error {
+	err := c.PacketConn.Close()
+	c.leave(c)
+	return err
+}
+
+// UDPConn is a worker's UDP socket shared through the primary: a
+// *net.UDPConn whose Close also tells the primary, which closes its socket
+// once no worker uses it.
+type UDPConn struct {
+	*net.UDPConn
+	membership
+}
+
+// Close closes the worker's socket and leaves the primary's to the others.
+func (c *UDPConn) Close() error {
+	err := c.UDPConn.Close()
+	c.leave(c)
+	return err
+}
+
+// listenSelf is Listen in a worker: a socket of its own with Exclusive,
+// otherwise the primary's answer for the address.
+func (w *Worker) listenSelf(ctx context.Context, lc *ListenConfig, network, address string) (net.Listener, error) {
+	if lc.Exclusive {
+		ln, err := lc.bind(ctx, network, address, lc.ReusePort)
+		if err != nil {
+			return nil, err
+		}
+		tl := w.listeners.track(ln, network, 0)
+		w.reportListening(addressOf(network, ln.Addr()))
+		return tl, nil
+	}
+	address, err := absUnixPath(network, address)
+	if err != nil {
+		return nil, &net.OpError{Op: "listen", Net: network, Err: err}
+	}
+	rep, h, err := w.listeners.request(ctx, w, listenRequest{Network: network, Address: address, Backlog: lc.Backlog, ReusePort: lc.ReusePort})
+	if err != nil {
+		return nil, err
+	}
+	var ln net.Listener
+	switch rep.Mode {
+	case modeRR:
+		ln, err = w.listeners.newRR(w, rep, h)
+	default:
+		ln, err = listenerFromHandle(h)
+		if err == nil {
+			tl := w.listeners.track(ln, network, rep.Key)
+			tl.shared = rep.Mode == modeShared
+			if network == "unix" && rep.Address != "" {
+				// The primary may bind relative to the socket's directory:
+				// the socket's own name for itself is then not the path.
+				tl.addr, _ = parseAddr(rep.Address)
+			}
+			ln = tl
+		} else {
+			w.listeners.unlisten(w, rep.Key)
+		}
+	}
+	if err != nil {
+		return nil, &net.OpError{Op: "listen", Net: network, Err: err}
+	}
+	w.reportListening(addressOf(network, ln.Addr()))
+	return ln, nil
+}
+
+// listenPacketSelf is ListenPacket in a worker.
+func (w *Worker) listenPacketSelf(ctx context.Context, lc *ListenConfig, network, address string) (net.PacketConn, error) {
+	if lc.Exclusive {
+		pc, err := lc.bindPacket(ctx, network, address)
+		if err != nil {
+			return nil, err
+		}
+		w.reportListening(addressOf(network, pc.LocalAddr()))
+		return w.listeners.trackPacket(pc, 0), nil
+	}
+	rep, h, err := w.listeners.request(ctx, w, listenRequest{Network: network, Address: address, ReusePort: lc.ReusePort, Packet: true})
+	if err != nil {
+		return nil, err
+	}
+	pc, err := packetConnFromHandle(h)
+	if err != nil {
+		w.listeners.unlisten(w, rep.Key)
+		return nil, &net.OpError{Op: "listen", Net: network, Err: err}
+	}
+	w.reportListening(addressOf(network, pc.LocalAddr()))
+	return w.listeners.trackPacket(pc, rep.Key), nil
 }

@@ -1,45 +1,13 @@
 package clusternet
 
+// Runs in a worker: the listener of a SchedRR address, which takes
+// connections from its end of the handoff socket (primary_rr.go says how).
+
 import (
 	"errors"
 	"io"
 	"net"
-	"strings"
 	"sync"
-	"time"
-)
-
-// Round-robin handoff.
-//
-// For each worker that listens on a SchedRR address the primary makes a
-// handoff socket: a Unix stream socket pair whose one end it keeps and whose
-// other end goes to the worker. A connection is handed over as a one-byte
-// record with the descriptor attached; the primary closes its own copy at
-// once (the kernel holds the connection while it is in flight), so the
-// worker's close is the last and the TCP teardown is the worker's work.
-// Accept reads one record, so a connection stays in the socket's queue until
-// the worker's Accept takes it.
-//
-// The primary also keeps a copy of the worker's end. With it the primary
-// counts what is queued for the worker (FIONREAD: one byte per connection)
-// and takes back what a worker that died, closed its listener, or stopped
-// accepting left there, to hand it to another worker: a connection is lost
-// only if its worker dies after Accept took it.
-//
-// A worker may have at most rrWindow connections queued. A connection that
-// fills the window is marked, and the worker's Accept asks for more when it
-// takes that one (frameDemand), so the primary never waits on a worker that
-// is keeping up. A queue that has not shrunk for rrStaleAfter is taken back
-// and the worker is sent no more until it calls Accept again.
-const (
-	rrWindow     = 32
-	rrStaleAfter = 250 * time.Millisecond
-)
-
-// The handoff records: one byte, each with one connection.
-const (
-	recordConn     byte = 'c'
-	recordConnLast byte = 'C' // the connection that filled the window: ask for more once it is taken
 )
 
 type rrListener struct {
@@ -185,19 +153,3 @@ func (l *rrListener) fail() {
 
 // Addr returns the primary's listening address.
 func (l *rrListener) Addr() net.Addr { return l.addr }
-
-// parseAddr turns the address the primary reports into a net.Addr.
-func parseAddr(s string) (net.Addr, error) {
-	network, address, _ := cutNetwork(s)
-	switch network {
-	case "unix":
-		return &net.UnixAddr{Name: address, Net: "unix"}, nil
-	default:
-		return net.ResolveTCPAddr("tcp", address)
-	}
-}
-
-// joinNetwork and cutNetwork carry an address with its network in one string.
-func joinNetwork(network, address string) string { return network + "|" + address }
-
-func cutNetwork(s string) (network, address string, ok bool) { return strings.Cut(s, "|") }

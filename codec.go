@@ -1,5 +1,8 @@
 package clusternet
 
+// Shared: the serializations of messages, JSON and Gob, and the check a
+// message passes as it arrives.
+
 import (
 	"bytes"
 	"encoding/gob"

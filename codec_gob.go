@@ -1,5 +1,8 @@
 package clusternet
 
+// Shared: Gob messages, each decodable on its own, with decoders kept per
+// channel for a repeated run of type definitions.
+
 import (
 	"bytes"
 	"encoding"

@@ -1,5 +1,8 @@
 package clusternet
 
+// Shared: the JSON arrival check, which accepts what json.Valid accepts,
+// skipping string contents 8 bytes at a time.
+
 import (
 	"encoding/binary"
 	"math/bits"

@@ -1,5 +1,8 @@
 package clusternet
 
+// Shared: the event dispatcher (one goroutine, handlers in order), the
+// per-peer inbox bound, and handler lists.
+
 import (
 	"sync"
 	"time"
@@ -79,7 +82,7 @@ func (d *dispatcher) run() {
 	}
 }
 
-// inboxLimit bounds what one peer can have queued for the handlers, so that
+// inboxMaxMessages and inboxMaxBytes bound what one peer can have queued for the handlers, so that
 // a peer sending faster than the handlers run is slowed down through its
 // socket instead of growing this process's memory.
 const (

@@ -1,5 +1,9 @@
 package clusternet
 
+// Shared: the framing of the channel between the primary and a worker, written as a
+// specification, and the reader that enforces it. The frame kinds and their
+// bodies are in protocol.go.
+
 import (
 	"encoding/binary"
 	"errors"
@@ -19,36 +23,6 @@ import (
 // later than the first byte of the frame that announces them.
 const frameHeaderLen = 8
 
-type frameKind uint8
-
-const (
-	frameMessage               frameKind = iota + 1 // either way: [handle kind][encoded value]
-	frameOnline                                     // worker → primary
-	frameListen                                     // worker → primary: JSON listenRequest
-	frameListenReply                                // primary → worker: JSON listenReply, maybe one handle
-	frameListening                                  // worker → primary: JSON listeningNotice
-	frameDemand                                     // worker → primary: [key][n]: accepting; queue up to n connections
-	frameReclaimed                                  // primary → worker: [key]: took back the queue; demand again
-	frameUnlisten                                   // worker → primary: [key]: listener closed
-	frameDisconnect                                 // primary → worker: disconnect yourself
-	frameExitedAfterDisconnect                      // worker → primary: leaving on purpose
-	frameRebound                                    // primary → worker: [key], one handle: the address's new socket (see below)
-	frameKindEnd
-)
-
-// frameRebound (primary → worker) replaces the listening socket that a
-// worker accepts on for key, one the primary shares with other workers
-// (listen reply mode "shared"), after that socket stopped listening: any
-// process holding a copy can stop it for all (on Linux, shutdown(SHUT_RD),
-// or connect(AF_UNSPEC) on TCP). The primary binds the address again and
-// sends the new socket to every worker subscribed to it, and may send it
-// to a worker more than once. Body: the key, 4 bytes big endian; exactly
-// one handle, the new listening socket. The worker closes its copy of the
-// old socket and accepts on the new one; for a key it does not listen on
-// (any more, or yet) it closes the handle. Another body length or handle
-// count is a protocol error. Never sent on Windows, where a worker cannot
-// stop a shared listening socket.
-
 // maxFrameHandles bounds the handles one frame may carry (Linux's
 // SCM_MAX_FD is 253).
 const maxFrameHandles = 64
@@ -57,6 +31,7 @@ const maxFrameHandles = 64
 // frame, so that a peer cannot make the reader hoard descriptors.
 const maxPendingHandles = 2 * maxFrameHandles
 
+// appendHeader appends a frame header to b.
 func appendHeader(b []byte, kind frameKind, bodyLen, handles int) []byte {
 	b = binary.BigEndian.AppendUint32(b, uint32(bodyLen))
 	return append(b, byte(kind), byte(handles), 0, 0)

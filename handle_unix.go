@@ -2,8 +2,12 @@
 
 package clusternet
 
+// Shared: descriptors as handles on Unix: copies, and turning received ones
+// into connections, listeners and packet connections.
+
 import (
 	"fmt"
+	"net"
 	"os"
 	"syscall"
 
@@ -34,7 +38,37 @@ func dupHandle(h any) (sysHandle, error) {
 	return nfd, nil
 }
 
-// handleFile wraps a received descriptor.
+// fileFromHandle wraps a received descriptor in an *os.File.
 func fileFromHandle(h sysHandle, name string) *os.File {
 	return os.NewFile(uintptr(h), name)
+}
+
+// connFromHandle turns a received connection descriptor into a net.Conn
+// (a *net.TCPConn or *net.UnixConn), taking ownership of it.
+func connFromHandle(h sysHandle) (net.Conn, error) {
+	f := os.NewFile(uintptr(h), "conn")
+	defer f.Close()
+	return net.FileConn(f)
+}
+
+// listenerFromHandle turns a received listening socket into a net.Listener,
+// taking ownership of it.
+func listenerFromHandle(h *sysHandle) (net.Listener, error) {
+	if h == nil {
+		return nil, protocolErrorf("the primary shared no socket")
+	}
+	f := os.NewFile(uintptr(*h), "listener")
+	defer f.Close()
+	return net.FileListener(f)
+}
+
+// packetConnFromHandle turns a received datagram socket into a
+// net.PacketConn, taking ownership of it.
+func packetConnFromHandle(h *sysHandle) (net.PacketConn, error) {
+	if h == nil {
+		return nil, protocolErrorf("the primary shared no socket")
+	}
+	f := os.NewFile(uintptr(*h), "packetconn")
+	defer f.Close()
+	return net.FilePacketConn(f)
 }

@@ -2,6 +2,9 @@
 
 package clusternet
 
+// Shared: handles on Windows: copies, and turning received sockets into
+// connections, listeners and packet connections.
+
 import (
 	"fmt"
 	"net"

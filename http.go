@@ -1,5 +1,7 @@
 package clusternet
 
+// Shared: ServeHTTP, srv.Serve for a worker that may be disconnected.
+
 import (
 	"errors"
 	"net"

@@ -1,5 +1,7 @@
 package clusternet
 
+// Shared: messages and the handles they carry, both ways.
+
 import (
 	"fmt"
 	"net"

@@ -1,5 +1,7 @@
 package clusternet
 
+// Shared: a pool of encoding buffers.
+
 import (
 	"bytes"
 	"sync"

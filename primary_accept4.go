@@ -2,6 +2,9 @@
 
 package clusternet
 
+// Runs in the primary: accept for the SchedRR accept loop (accept4 through
+// x/sys/unix).
+
 import "golang.org/x/sys/unix"
 
 // accept accepts a connection in blocking mode: see accept4_linux.go.

@@ -2,6 +2,8 @@
 
 package clusternet
 
+// Runs in the primary: accept for the SchedRR accept loop (a raw accept4).
+
 import "golang.org/x/sys/unix"
 
 // accept is accept4 without the peer's address, which the primary has no

@@ -2,6 +2,8 @@
 
 package clusternet
 
+// Runs in the primary: accept for the SchedRR accept loop (no accept4).
+
 import (
 	"syscall"
 

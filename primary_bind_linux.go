@@ -1,5 +1,8 @@
 package clusternet
 
+// Runs in the primary: binding socket files relative to a directory
+// descriptor, on a thread of its own (Linux). primary_bind_unix.go says why.
+
 import (
 	"os"
 	"runtime"

@@ -2,6 +2,9 @@
 
 package clusternet
 
+// Runs in the primary: binding socket files on the other Unix systems.
+// primary_bind_unix.go says why it is done this way.
+
 import (
 	"errors"
 	"os"

@@ -2,7 +2,8 @@
 
 package clusternet
 
-// Unix socket files that the primary creates for workers. The path comes
+// Runs in the primary: Unix socket files that it creates for workers, and
+// the binds for workers (Unix). The path of a socket file comes
 // from a worker, which may own a directory on it (the usual runtime
 // directory) and change it while the primary works: rename a directory
 // away and put a symbolic link to /etc in its place, or swap the socket

@@ -1,5 +1,7 @@
 package clusternet
 
+// Runs in the primary: binding sockets for workers on Windows.
+
 import (
 	"errors"
 	"os"

@@ -1,5 +1,10 @@
 package clusternet
 
+// Runs in the primary: the addresses it shares with workers. One sharedAddr
+// per network and address that workers listen on, created by the first
+// worker that asks and closed when the last one leaves; how each worker's
+// listen request is answered.
+
 import (
 	"encoding/json"
 	"errors"
@@ -13,20 +18,19 @@ import (
 	"time"
 )
 
-// The primary's side of listening: one server per network and address that
-// workers listen on, created by the first worker that asks and closed when
-// the last one leaves.
-//
 // Locks, in the order they are taken: sa.bindMu (modeOwn binds of one
-// address, held alone), cluster.mu (the servers and the addresses being
-// bound), sa.mu (one server's subscriptions and queues), w.mu (one
+// address, held alone), cluster.mu (the shared addresses and those being
+// bound), sa.mu (one address's subscriptions and queues), w.mu (one
 // worker's). No bind, name lookup or other call that may wait runs under
-// cluster.mu or sa.mu.
+// cluster.mu or sa.mu. HACKING.md has the whole order.
 
 // maxListensPerWorker bounds the addresses one worker may hold, so that a
 // worker cannot make the primary bind without end.
 const maxListensPerWorker = 256
 
+// sharedAddr is the primary's record of one address that it shares with
+// workers: the socket it bound (or one per worker, modeOwn), the workers
+// that use it, and under SchedRR the connections waiting for them.
 type sharedAddr struct {
 	id     string // network|address, as workers asked for it
 	key    uint32
@@ -52,101 +56,6 @@ type sharedAddr struct {
 	rebind  sharedWatch     // modeShared stream sockets: binds the address again if the socket stops listening
 	closed  bool
 	done    chan struct{} // closed when the accept loop has ended (modeRR)
-}
-
-// subscription is one worker's use of a server.
-type subscription struct {
-	sa *sharedAddr
-	w  *Worker
-
-	// modeRR: the handoff socket (see rr.go) and what is queued in it.
-	handoff bool        // out and peer are open
-	out     sysHandle   // the primary's end: connections are sent here
-	peer    sysHandle   // the primary's copy of the worker's end: measured, and read to take back
-	active  bool        // the worker asked for connections and was not paused since
-	jammed  bool        // a send failed: none until the next look at the queues
-	window  int         // connections it may have queued
-	queued  int         // queued at the last look, plus those sent since
-	since   time.Time   // when its queue was last seen empty or shrinking
-	deal    []sysHandle // distribute's share for it
-	records []byte      // handOver's records
-}
-
-// room returns how many more connections sub may be sent now, looking at
-// its queue again when the count says it is full. Called with sa.mu held.
-func (sub *subscription) room() int {
-	if !sub.active || sub.jammed {
-		return 0
-	}
-	if sub.queued >= sub.window {
-		sub.look()
-	}
-	return max(0, sub.window-sub.queued)
-}
-
-// look counts what is queued for the worker; what left the queue since the
-// last look, the worker accepted. Called with sa.mu held.
-func (sub *subscription) look() {
-	n, err := queuedConns(sub.peer)
-	if err != nil {
-		return // the socket is the primary's own: keep the count
-	}
-	if n < sub.queued {
-		sub.w.stats.accepted.Add(uint64(sub.queued - n))
-	}
-	if n < sub.queued || n == 0 {
-		sub.since = time.Now()
-	}
-	sub.queued = n
-}
-
-// handOver sends the worker hs, whose copies handOver closes in the
-// primary. It returns those the handoff socket did not take. Called with
-// sa.mu held.
-func (sub *subscription) handOver(hs []sysHandle) []sysHandle {
-	records := sub.records[:0]
-	for i := range hs {
-		record := recordConn
-		if sub.queued+i+1 >= sub.window {
-			record = recordConnLast
-		}
-		records = append(records, record)
-	}
-	sub.records = records
-	sent, err := sendConns(sub.out, hs, records)
-	if sent > 0 {
-		if sub.queued == 0 {
-			sub.since = time.Now()
-		}
-		sub.queued += sent
-		sub.w.stats.handed.Add(uint64(sent))
-	}
-	if sent > 0 || err != nil {
-		sub.sa.watchQueues()
-	}
-	if err != nil {
-		sub.jammed = true
-		return hs[sent:]
-	}
-	return nil
-}
-
-// takeBack returns the connections queued for the worker and closes the
-// handoff socket if close. Called with sa.mu held.
-func (sub *subscription) takeBack(close bool) []sysHandle {
-	if !sub.handoff {
-		return nil
-	}
-	hs := recvQueued(sub.peer)
-	if taken := sub.queued - len(hs); taken > 0 {
-		sub.w.stats.accepted.Add(uint64(taken))
-	}
-	sub.queued = 0
-	if close {
-		closeHandles([]sysHandle{sub.out, sub.peer})
-		sub.handoff = false
-	}
-	return hs
 }
 
 var lastAddrKey uint32 // guarded by cluster.mu
@@ -209,7 +118,7 @@ func (w *Worker) takeSub(key uint32) *subscription {
 // because other workers closed the address it was about to join.
 const maxListenAttempts = 3
 
-// errServerClosed is why a listen request starts over: the server it found
+// errServerClosed is why a listen request starts over: the shared address it found
 // was closed by the time it joined.
 var errServerClosed = errors.New("the address was closed meanwhile")
 
@@ -309,7 +218,7 @@ type binding struct {
 	err  error         // its error, set before done is closed
 }
 
-// findOrBind returns the server for req's address, binding it if no worker
+// findOrBind returns the shared address for req's address, binding it if no worker
 // listens there yet.
 func findOrBind(req listenRequest, mode shareMode, perm os.FileMode) (*sharedAddr, error) {
 	id := joinNetwork(req.Network, req.Address)
@@ -353,8 +262,8 @@ func findOrBind(req listenRequest, mode shareMode, perm os.FileMode) (*sharedAdd
 // w. It returns errServerClosed if sa was closed before w could join.
 func (sa *sharedAddr) subscribe(w *Worker, req listenRequest) (listenReply, []sysHandle, error) {
 	if w.usesServer(sa) {
-		// One subscription per worker and server (w.subs is keyed by the
-		// server): a second listen on the same address fails as it would
+		// One subscription per worker and address (w.subs is keyed by the
+		// address): a second listen on the same address fails as it would
 		// with net.Listen in one process.
 		return listenReply{}, nil, os.NewSyscallError("bind", syscall.EADDRINUSE)
 	}
@@ -419,36 +328,6 @@ func (w *Worker) usesServer(sa *sharedAddr) bool {
 	defer w.mu.Unlock()
 	_, ok := w.subs[sa.key]
 	return ok
-}
-
-func checkListenNetwork(network string, packet bool) error {
-	switch network {
-	case "tcp", "tcp4", "tcp6", "unix":
-		if !packet {
-			return nil
-		}
-	case "udp", "udp4", "udp6":
-		if packet {
-			return nil
-		}
-	}
-	return net.UnknownNetworkError(network)
-}
-
-// openHandoff makes sub's handoff socket and returns the worker's copy of
-// its end.
-func (sub *subscription) openHandoff() (sysHandle, error) {
-	out, peer, err := newHandoff()
-	if err != nil {
-		return out, err
-	}
-	h, err := dupFD(peer)
-	if err != nil {
-		closeHandles([]sysHandle{out, peer})
-		return h, err
-	}
-	sub.out, sub.peer, sub.handoff = out, peer, true
-	return h, nil
 }
 
 // newSharedAddr binds the address for the first worker, without cluster.mu.
@@ -564,7 +443,7 @@ func (sa *sharedAddr) bindOwn(req listenRequest) (sysHandle, string, error) {
 	return h, sa.boundAt, err
 }
 
-// closeIfUnused closes a server that no worker uses, and reports whether
+// closeIfUnused closes a shared address that no worker uses, and reports whether
 // it had been closed already.
 func (sa *sharedAddr) closeIfUnused() bool {
 	cluster.mu.Lock()
@@ -582,8 +461,8 @@ func (sa *sharedAddr) closeIfUnused() bool {
 	return closed
 }
 
-// unsubscribe removes a worker from the server, gives the connections it had
-// not taken to the others, and closes the server when nobody is left.
+// unsubscribe removes a worker from the shared address, gives the connections it had
+// not taken to the others, and closes the shared address when nobody is left.
 func (sa *sharedAddr) unsubscribe(sub *subscription) {
 	cluster.mu.Lock()
 	sa.mu.Lock()
@@ -613,7 +492,7 @@ func (sa *sharedAddr) unsubscribe(sub *subscription) {
 	}
 }
 
-// closeLocked takes the server out of the cluster and marks it closed, so
+// closeLocked takes the shared address out of the cluster and marks it closed, so
 // that no worker joins it any more. It returns the function that closes
 // its socket (removing a Unix socket's file) and drops the connections
 // nobody took, to be called without cluster.mu: removing a file is file
@@ -641,7 +520,7 @@ func (sa *sharedAddr) closeLocked() (release func()) {
 	return func() { sa.release(pending) }
 }
 
-// release closes what a closed server holds: the connections nobody took,
+// release closes what a closed shared address holds: the connections nobody took,
 // its socket, and the accept loop's copy of it.
 func (sa *sharedAddr) release(pending []sysHandle) {
 	closeHandles(pending)
@@ -659,7 +538,7 @@ func (sa *sharedAddr) release(pending []sysHandle) {
 	}
 }
 
-// dropWorker removes a worker whose channel is closed from every server.
+// dropWorker removes a worker whose channel is closed from every shared address.
 func dropWorker(w *Worker) {
 	for _, sub := range w.subscriptions(true) {
 		sub.sa.unsubscribe(sub)
@@ -703,184 +582,4 @@ func closeAllAddrs() {
 	for _, release := range releases {
 		release()
 	}
-}
-
-// demand applies a worker's demand: it accepts, with a window of n.
-func (sa *sharedAddr) demand(sub *subscription, n int) error {
-	if n < 1 || n > maxFrameHandles {
-		return protocolErrorf("worker asks for a window of %d connections", n)
-	}
-	sa.mu.Lock()
-	defer sa.mu.Unlock()
-	sub.w.mu.Lock()
-	leaving := sub.w.disconnecting
-	sub.w.mu.Unlock()
-	if sa.closed || leaving || !sub.handoff {
-		return nil
-	}
-	sub.active, sub.jammed, sub.window = true, false, n
-	sub.look()
-	sa.flushPending()
-	sa.cond.Signal()
-	return nil
-}
-
-// room returns how many more connections the workers may be sent now.
-// Called with sa.mu held.
-func (sa *sharedAddr) room() int {
-	r := 0
-	for _, sub := range sa.subs {
-		r += sub.room()
-	}
-	return r
-}
-
-// flushPending hands out waiting connections. Called with sa.mu held.
-func (sa *sharedAddr) flushPending() {
-	if len(sa.pending) > 0 {
-		sa.pending = sa.distribute(sa.pending)
-	}
-}
-
-// distribute deals hs to the workers in turn, each up to its room, sends
-// each its share in one go, and returns those nobody could take. Called with
-// sa.mu held.
-func (sa *sharedAddr) distribute(hs []sysHandle) []sysHandle {
-	rooms := sa.rooms[:0]
-	for _, sub := range sa.subs {
-		rooms = append(rooms, sub.room())
-	}
-	sa.rooms = rooms
-	n, dealt := len(sa.subs), 0
-	for dealt < len(hs) {
-		i := 0
-		for i < n && rooms[(sa.next+i)%n] == 0 {
-			i++
-		}
-		if i == n {
-			break
-		}
-		i = (sa.next + i) % n
-		sa.subs[i].deal = append(sa.subs[i].deal, hs[dealt])
-		rooms[i]--
-		dealt++
-		sa.next = (i + 1) % n
-	}
-	var rest []sysHandle
-	for _, sub := range sa.subs {
-		if len(sub.deal) > 0 {
-			rest = append(rest, sub.handOver(sub.deal)...)
-			sub.deal = sub.deal[:0]
-		}
-	}
-	return append(rest, hs[dealt:]...)
-}
-
-// watchQueues makes sure the queues are looked at again after a while.
-// Called with sa.mu held.
-func (sa *sharedAddr) watchQueues() {
-	if sa.watch == nil && !sa.closed {
-		sa.watch = time.AfterFunc(rrStaleAfter/2, sa.checkQueues)
-	}
-}
-
-// checkQueues takes back the queue of every worker that has not accepted
-// for rrStaleAfter, sends those connections to the others, and keeps
-// watching while any queue is not empty.
-func (sa *sharedAddr) checkQueues() {
-	sa.mu.Lock()
-	defer sa.mu.Unlock()
-	sa.watch = nil
-	if sa.closed {
-		return
-	}
-	now := time.Now()
-	again := false
-	for _, sub := range sa.subs {
-		sub.jammed = false
-		if sub.queued == 0 {
-			continue
-		}
-		sub.look()
-		if sub.queued > 0 && now.Sub(sub.since) >= rrStaleAfter {
-			sa.pending = append(sub.takeBack(false), sa.pending...)
-			sub.active = false
-			sub.w.ch.send(outFrame{b: keyFrame(frameReclaimed, sa.key, 0, false)})
-		}
-		again = again || sub.queued > 0
-	}
-	sa.flushPending()
-	sa.cond.Signal()
-	if again {
-		sa.watchQueues()
-	}
-}
-
-// acceptLoop accepts connections while workers have credit and hands them out.
-func (sa *sharedAddr) acceptLoop(rc syscall.RawConn) {
-	defer close(sa.done)
-	var delay time.Duration
-	for {
-		sa.mu.Lock()
-		room := 0
-		for !sa.closed {
-			sa.flushPending()
-			if len(sa.pending) == 0 {
-				if room = sa.room(); room > 0 {
-					break
-				}
-			}
-			sa.cond.Wait()
-		}
-		if sa.closed {
-			sa.mu.Unlock()
-			return
-		}
-		sa.mu.Unlock()
-
-		hs, err := acceptBatch(rc, min(room, maxFrameHandles))
-		if len(hs) > 0 {
-			delay = 0
-			sa.mu.Lock()
-			if sa.closed {
-				closeHandles(hs)
-			} else if rest := sa.distribute(hs); len(rest) > 0 {
-				sa.pending = append(sa.pending, rest...)
-			}
-			sa.mu.Unlock()
-		}
-		if err != nil {
-			if isClosedListenErr(err) {
-				return
-			}
-			// Out of descriptors or memory: back off as net/http does.
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			time.Sleep(delay)
-		}
-	}
-}
-
-func isClosedListenErr(err error) bool {
-	return errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed)
-}
-
-// startPolling returns a RawConn whose Read waits for connections on the
-// server's socket. The net package's own RawConn of a listener refuses Read,
-// so the accept loop polls a copy of the descriptor wrapped in an *os.File.
-func (sa *sharedAddr) startPolling() (syscall.RawConn, error) {
-	h, err := dupHandle(sa.sock)
-	if err != nil {
-		return nil, err
-	}
-	sa.polled = fileFromHandle(h, "accept")
-	return sa.polled.SyscallConn()
-}
-
-// rawConn returns the listener's descriptor for the accept loop.
-func rawConn(ln net.Listener) (syscall.RawConn, error) {
-	sc, ok := ln.(syscall.Conn)
-	if !ok {
-		return nil, fmt.Errorf("clusternet: %T has no descriptor", ln)
-	}
-	return sc.SyscallConn()
 }

@@ -1,5 +1,8 @@
 package clusternet
 
+// Runs in the primary: the buffer behind a Silent worker's Stdout and
+// Stderr.
+
 import (
 	"io"
 	"sync"

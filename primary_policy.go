@@ -1,5 +1,7 @@
 package clusternet
 
+// Runs in the primary: the scheduling policy.
+
 import (
 	"fmt"
 	"os"

@@ -1,5 +1,8 @@
 package clusternet
 
+// Runs in the primary: sending connections over a handoff socket (Linux:
+// one sendmmsg per batch).
+
 import (
 	"encoding/binary"
 	"unsafe"

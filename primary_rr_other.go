@@ -2,6 +2,9 @@
 
 package clusternet
 
+// Runs in the primary: sending connections over a handoff socket (the other
+// Unix systems).
+
 import "golang.org/x/sys/unix"
 
 // ioctlReadable is FIONREAD: the bytes waiting to be read in a socket. It is

@@ -2,6 +2,8 @@
 
 package clusternet
 
+// Runs in the primary: sockets it shares, held out of its poller (Unix).
+
 import (
 	"errors"
 	"io"
@@ -15,7 +17,7 @@ import (
 
 // parkedSocket is a socket the primary binds for its workers, held as a bare
 // descriptor, out of the runtime's poller: the primary never accepts or reads
-// on it itself (a SchedRR server polls a copy of its own), and a polled socket
+// on it itself (a SchedRR address polls a copy of its own), and a polled socket
 // would wake the primary for every connection or datagram a worker takes.
 type parkedSocket struct {
 	mu   sync.Mutex

@@ -2,6 +2,8 @@
 
 package clusternet
 
+// Runs in the primary: watching the sockets it shares (Unix).
+//
 // A listening socket that the primary shares with workers (modeShared: the
 // SchedNone policy, and Unix sockets under SchedReusePort) is one socket:
 // every worker accepts on a copy of it, and any holder of a copy can stop it
@@ -43,7 +45,7 @@ const sharedSocketsRebound = true
 // every Unix system (FreeBSD's value is different).
 const pollRDHUP = 0x2000
 
-// sharedWatch is a server's watch over its shared listening socket.
+// sharedWatch is a shared address's watch over its shared listening socket.
 // Guarded by sa.mu.
 type sharedWatch struct {
 	timer   *time.Timer
@@ -59,7 +61,7 @@ type sharedWatch struct {
 	sent map[*subscription]bool
 }
 
-// watchShared starts watching the socket of a new modeShared stream server,
+// watchShared starts watching the socket of a new modeShared stream address,
 // if the primary can bind its address again: a TCP address (the port
 // actually bound, even one from socket activation, if the primary may bind
 // it), or a socket file the primary created. Not an abstract Unix name: it
@@ -82,7 +84,7 @@ func (sa *sharedAddr) watchShared(backlog int, perm os.FileMode) {
 }
 
 // stopSharedWatch stops the watch. Called with sa.mu held, when the
-// server closes.
+// address closes.
 func (sa *sharedAddr) stopSharedWatch() {
 	if sa.rebind.timer != nil {
 		sa.rebind.timer.Stop()
@@ -170,7 +172,7 @@ func (sa *sharedAddr) bindAgain(old sharedSocket, backlog int, perm os.FileMode)
 	return park(ln)
 }
 
-// replaceShared makes fresh the server's socket, which later listens get,
+// replaceShared makes fresh the address's socket, which later listens get,
 // sends it to every subscribed worker, and returns the old one to close. A
 // socket from socket activation is not closed (it could not be had back)
 // nor made available again: it no longer listens. Called with sa.mu held.
@@ -207,7 +209,7 @@ func (sa *sharedAddr) sendReboundLate() {
 	}
 }
 
-// sendRebound sends sub's worker a copy of the server's socket. A worker
+// sendRebound sends sub's worker a copy of the address's socket. A worker
 // that already has it is sent another, which it takes in place of its own.
 // Called with sa.mu held: the frame is only queued.
 func (sa *sharedAddr) sendRebound(sub *subscription) bool {

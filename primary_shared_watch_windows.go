@@ -4,6 +4,9 @@ package clusternet
 
 import "os"
 
+// Runs in the primary: watching the sockets it shares (Windows: nothing to
+// watch).
+//
 // On Windows a worker cannot stop a listening socket it shares with others:
 // Winsock's shutdown applies to connected sockets (on a listening one it is
 // documented to fail with WSAENOTCONN), and closesocket closes the worker's
@@ -15,7 +18,7 @@ import "os"
 // listening socket: a failed Accept does not wait for one.
 const sharedSocketsRebound = false
 
-// sharedWatch is what a server would hold to watch its shared socket.
+// sharedWatch is what a shared address would hold to watch its shared socket.
 type sharedWatch struct{}
 
 func (sa *sharedAddr) watchShared(backlog int, perm os.FileMode) {}

@@ -2,6 +2,8 @@
 
 package clusternet
 
+// Runs in the primary: the signals Run handles by default (Unix).
+
 import (
 	"os"
 	"syscall"

@@ -1,5 +1,7 @@
 package clusternet
 
+// Runs in the primary: the signals Run handles by default (Windows).
+
 import "os"
 
 // reloadSignals are Run's default reload signals: Windows has no SIGHUP.

@@ -1,5 +1,8 @@
 package clusternet
 
+// Runs in the primary: starting workers, Linux's part (the parent-death
+// signal, and forking from one locked thread).
+
 import (
 	"runtime"
 	"sync"

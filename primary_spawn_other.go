@@ -2,6 +2,8 @@
 
 package clusternet
 
+// Runs in the primary: starting workers, the other Unix systems' part.
+
 import "syscall"
 
 // setParentDeathSignal does nothing here: only Linux has a parent-death

@@ -2,6 +2,9 @@
 
 package clusternet
 
+// Runs in the primary: starting worker processes and reading how they ended
+// (Unix).
+
 import (
 	"fmt"
 	"os"

@@ -2,6 +2,9 @@
 
 package clusternet
 
+// Runs in the primary: starting worker processes, the job object that ends
+// them with the primary, and how they ended (Windows).
+
 import (
 	"errors"
 	"fmt"

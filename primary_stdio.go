@@ -1,5 +1,8 @@
 package clusternet
 
+// Runs in the primary: a worker's standard input, output and error, as
+// Node's stdio settings say.
+
 import (
 	"io"
 	"os"

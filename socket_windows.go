@@ -2,6 +2,9 @@
 
 package clusternet
 
+// Shared: sockets on Windows polled with WSAPoll, for the sockets a worker
+// shares with others and the connections it takes from them.
+
 import (
 	"errors"
 	"io"

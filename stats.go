@@ -1,5 +1,7 @@
 package clusternet
 
+// Shared: counters, in the primary and in a worker.
+
 import (
 	"expvar"
 	"sync"
@@ -77,12 +79,12 @@ type ClusterStats struct {
 func Stats() ClusterStats {
 	cluster.mu.Lock()
 	st := ClusterStats{Workers: len(cluster.workers), Forks: cluster.lastID, Servers: len(cluster.addrs)}
-	servers := make([]*sharedAddr, 0, len(cluster.addrs))
+	addrs := make([]*sharedAddr, 0, len(cluster.addrs))
 	for _, sa := range cluster.addrs {
-		servers = append(servers, sa)
+		addrs = append(addrs, sa)
 	}
 	cluster.mu.Unlock()
-	for _, sa := range servers {
+	for _, sa := range addrs {
 		sa.mu.Lock()
 		st.Pending += len(sa.pending)
 		sa.mu.Unlock()

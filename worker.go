@@ -1,5 +1,8 @@
 package clusternet
 
+// Shared: the Worker type, its public methods, and message delivery, which
+// both sides use.
+
 import (
 	"fmt"
 	"io"
@@ -59,6 +62,7 @@ func (s ExitStatus) String() string {
 // in a worker, Self returns the worker itself, whose Send and OnMessage talk
 // to the primary.
 type Worker struct {
+	// Both sides: the peer, the channel to it, events and messages.
 	id    int
 	proc  *os.Process
 	ch    *channel // nil in a worker without a channel (chErr says why)
@@ -73,9 +77,6 @@ type Worker struct {
 	dead                  bool
 	exitedAfterDisconnect bool
 	disconnecting         bool
-	online                bool       // primary: the worker reported in (set on receipt, not at the event)
-	status                ExitStatus // primary: how the process ended, once dead
-	killedWith            os.Signal  // primary: the signal Kill sent
 
 	onOnline     handlers[func()]
 	onListening  handlers[func(Address)]
@@ -85,24 +86,28 @@ type Worker struct {
 	onError      handlers[func(error)]
 
 	inbox      inbox
-	gobIn      gobDecoders   // with Gob: decoders for the messages that arrive
-	done       chan struct{} // closed after the exit handlers ran
-	readerDone chan struct{} // closed when the channel reader has finished
-	stdout     *outputBuffer
-	stderr     *outputBuffer
+	invalid    invalidMessages // messages that did not decode, waiting for their error event
+	gobIn      gobDecoders     // with Gob: decoders for the messages that arrive
+	done       chan struct{}   // closed after the exit handlers ran
+	readerDone chan struct{}   // closed when the channel reader has finished
+	stats      workerCounters
 
-	subs       map[uint32]*subscription // primary: the servers this worker uses, by key; guarded by mu
-	env        []string                 // primary: the env given to Fork, for respawns and reloads
-	listenedAt map[string]bool          // primary: network|address the worker reported listening on; guarded by mu
-	listenNote chan struct{}            // primary: closed and replaced at each report; guarded by mu
+	// The primary's view of a worker it forked (primary*.go). Guarded by
+	// mu, except the buffers and env, set at Fork.
+	online     bool                     // the worker reported in (set on receipt, not at the event)
+	status     ExitStatus               // how the process ended, once dead
+	killedWith os.Signal                // the signal Kill sent
+	stdout     *outputBuffer            // with Silent
+	stderr     *outputBuffer            // with Silent
+	subs       map[uint32]*subscription // the shared addresses this worker uses, by key
+	env        []string                 // the env given to Fork, for respawns and reloads
+	listenedAt map[string]bool          // network|address the worker reported listening on
+	listenNote chan struct{}            // closed and replaced at each report
 
-	stats workerCounters
-
-	listeners listenerSet   // worker: its clusternet listeners
-	killOnce  sync.Once     // worker: Kill leaves once
-	early     earlyMessages // worker: messages that came before the first OnMessage
-
-	invalid invalidMessages // messages that did not decode, waiting for their error event
+	// The worker's own (Self(); child*.go).
+	listeners listenerSet   // its clusternet listeners
+	killOnce  sync.Once     // Kill leaves once
+	early     earlyMessages // messages that came before the first OnMessage
 }
 
 // ID returns the worker's id: 1, 2, 3... in fork order, as Node's worker.id.
