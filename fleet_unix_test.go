@@ -3,7 +3,6 @@
 package clusternet
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -12,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -29,66 +27,6 @@ func init() {
 		if err := Run(context.Background(), 2, WithLogger(log), WithShutdownTimeout(5*time.Second)); err != nil {
 			fmt.Println("run:", err)
 			os.Exit(1)
-		}
-	}
-}
-
-// subPrimary is the test binary running as a primary of its own.
-type subPrimary struct {
-	cmd    *exec.Cmd
-	lines  chan string
-	exited chan error
-}
-
-func startSubPrimary(t *testing.T, role string, env ...string) *subPrimary {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(append(os.Environ(), envPrimary+"="+role), env...)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &subPrimary{cmd: cmd, lines: make(chan string, 1024), exited: make(chan error, 1)}
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			select {
-			case p.lines <- sc.Text():
-			default: // nobody is looking for this line
-			}
-		}
-		p.exited <- cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.exited:
-		case <-time.After(testTimeout):
-			cmd.Process.Kill()
-			t.Errorf("primary %d did not stop on SIGTERM", cmd.Process.Pid)
-		}
-	})
-	return p
-}
-
-// waitLine waits for a line of the primary's output that contains s.
-func (p *subPrimary) waitLine(t *testing.T, s string) {
-	t.Helper()
-	deadline := time.After(testTimeout)
-	for {
-		select {
-		case line := <-p.lines:
-			if strings.Contains(line, s) {
-				return
-			}
-		case err := <-p.exited:
-			t.Fatalf("primary exited (%v) before saying %q", err, s)
-		case <-deadline:
-			t.Fatalf("timed out waiting for the primary to say %q", s)
 		}
 	}
 }
@@ -130,8 +68,8 @@ func TestFleetBehindNginx(t *testing.T) {
 		t.Skip("nginx is not installed (apt-get install nginx-light)")
 	}
 	a, b, front := freePort(t), freePort(t), freePort(t)
-	pa := startSubPrimary(t, "fleet", "ADDR="+a)
-	startSubPrimary(t, "fleet", "ADDR="+b)
+	pa := startPrimary(t, "fleet", "ADDR="+a)
+	startPrimary(t, "fleet", "ADDR="+b)
 	waitServing(t, "http://"+a)
 	waitServing(t, "http://"+b)
 

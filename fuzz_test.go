@@ -76,18 +76,6 @@ func (t *fuzzTransport) send(b []byte, hs []sysHandle) error { return nil }
 func (t *fuzzTransport) writev(bufs [][]byte) error          { return nil }
 func (t *fuzzTransport) close() error                        { return nil }
 
-// fuzzFDs counts this process's descriptors.
-func fuzzFDs(t testing.TB) int {
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		ents, err = os.ReadDir("/dev/fd")
-	}
-	if err != nil {
-		t.Skipf("cannot count descriptors: %v", err)
-	}
-	return len(ents)
-}
-
 // fuzzAllocated returns the bytes allocated so far.
 func fuzzAllocated() uint64 {
 	var ms runtime.MemStats
@@ -124,7 +112,7 @@ func FuzzFraming(f *testing.F) {
 	f.Add(fuzzHeader(frameMessage, fuzzMaxFrame+1, 0), uint8(0), uint16(0))
 	f.Add(fuzzMessage(handleNone, 0, "1\n"), uint8(1), uint16(0xffff))
 	f.Fuzz(func(t *testing.T, data []byte, chunk uint8, plan uint16) {
-		fds := fuzzFDs(t)
+		fds := openFDs(t)
 		before := fuzzAllocated()
 		tr := &fuzzTransport{data: data, chunk: int(chunk), plan: plan}
 		fr := newFrameReader(tr, fuzzMaxFrame)
@@ -159,7 +147,7 @@ func FuzzFraming(f *testing.F) {
 		if got := fuzzAllocated() - before; got > fuzzAllocBound(len(data), fuzzMaxFrame) {
 			t.Fatalf("reading %d bytes allocated %d bytes", len(data), got)
 		}
-		if got := fuzzFDs(t); got != fds {
+		if got := openFDs(t); got != fds {
 			t.Fatalf("%d descriptors open after reading, %d before", got, fds)
 		}
 	})
@@ -223,7 +211,7 @@ func FuzzHandles(f *testing.F) {
 	f.Add(fuzzFrame(frameExitedAfterDisconnect, 0, nil), uint8(0), uint16(0))
 	fuzzRefuseListens(f)
 	f.Fuzz(func(t *testing.T, data []byte, chunk uint8, plan uint16) {
-		fds := fuzzFDs(t)
+		fds := openFDs(t)
 		before := fuzzAllocated()
 		tr := &fuzzTransport{data: data, chunk: int(chunk), plan: plan}
 		w := fuzzWorker(tr, JSON)
@@ -242,7 +230,7 @@ func FuzzHandles(f *testing.F) {
 		if got := fuzzAllocated() - before; got > fuzzAllocBound(len(data), fuzzMaxFrame) {
 			t.Fatalf("reading %d bytes allocated %d bytes", len(data), got)
 		}
-		if got := fuzzFDs(t); got != fds {
+		if got := openFDs(t); got != fds {
 			t.Fatalf("%d descriptors open after the worker's stream, %d before", got, fds)
 		}
 	})

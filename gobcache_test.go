@@ -398,9 +398,9 @@ func init() {
 // Messages of one type go both ways between processes, each checked and
 // decoded by a kept decoder, among messages that are not.
 func TestGobMessagesBetweenProcesses(t *testing.T) {
-	pmSetup(t, Settings{Serialization: Gob})
+	withSettings(t, Settings{Serialization: Gob})
 	w := fork(t, "gob-stream")
-	in := pmInbox(w)
+	in := messages(w)
 	for i := range 20 {
 		sent := pmPayload{Name: "p", N: int64(i), Tags: []string{strings.Repeat("t", i)}, M: map[string]int{"i": i}, Inner: &pmInner{X: i}}
 		if i%5 == 4 {

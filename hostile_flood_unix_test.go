@@ -168,8 +168,8 @@ type hfBystander struct {
 
 func hfStartBystander(t testing.TB) *hfBystander {
 	b := &hfBystander{w: fork(t, "echo"), stop: make(chan struct{}), done: make(chan struct{})}
-	b.in = relInbox(b.w)
-	relEcho(t, b.w, b.in, -1)
+	b.in = messages(b.w)
+	echo(t, b.w, b.in, -1)
 	go func() {
 		defer close(b.done)
 		for i := 0; ; i++ {
@@ -373,11 +373,11 @@ func TestHostileFloodControl(t *testing.T) {
 // gone; another worker keeps serving meanwhile.
 func TestHostileListenMany(t *testing.T) {
 	setPolicy(t, SchedRR)
-	fds := relFDs(t)
+	fds := openFDs(t)
 	addr := freePort(t)
 	good := relFork(t, 1, addr)[0]
 	w := fork(t, "hf-listen", "HF_N=1000")
-	in := relInbox(w)
+	in := messages(w)
 	if err := w.Send("go"); err != nil {
 		t.Fatal(err)
 	}
@@ -388,7 +388,7 @@ func TestHostileListenMany(t *testing.T) {
 	go func() {
 		defer close(sampled)
 		for {
-			n := relFDs(t)
+			n := openFDs(t)
 			mu.Lock()
 			maxFDs = max(maxFDs, n)
 			mu.Unlock()
@@ -433,5 +433,5 @@ func TestHostileListenMany(t *testing.T) {
 	waitDone(t, w)
 	relServes(t, addr)
 	relStopAll(t)
-	relFDsAtMost(t, fds, "after the worker that listened everywhere is gone")
+	fdsAtMost(t, fds, "after the worker that listened everywhere is gone")
 }

@@ -210,13 +210,13 @@ func TestHostileSharedShutdown(t *testing.T) {
 			if network == "unix" {
 				addr = filepath.Join(t.TempDir(), "hs.sock")
 			}
-			fds := relFDs(t)
+			fds := openFDs(t)
 			env := []string{"HS_NET=" + network, "HS_ADDR=" + addr}
 			good := []*Worker{fork(t, "hs-serve", env...), fork(t, "hs-serve", env...)}
 			bad := fork(t, "hs-serve", env...)
 			relWaitListening(t, append(good, bad)...)
-			goodIn := []<-chan Message{relInbox(good[0]), relInbox(good[1])}
-			badIn := relInbox(bad)
+			goodIn := []<-chan Message{messages(good[0]), messages(good[1])}
+			badIn := messages(bad)
 			hsServed(t, network, addr, "before the attack")
 
 			// (a) The attacker lives: the service comes back after each
@@ -246,7 +246,7 @@ func TestHostileSharedShutdown(t *testing.T) {
 			// Nothing is left behind once the last worker is gone.
 			fresh.Kill(os.Kill)
 			waitDone(t, fresh)
-			relFDsAtMost(t, fds, "primary after every worker left")
+			fdsAtMost(t, fds, "primary after every worker left")
 			if network == "unix" {
 				deadline := time.Now().Add(testTimeout)
 				for _, err := os.Lstat(addr); !errors.Is(err, os.ErrNotExist); _, err = os.Lstat(addr) {

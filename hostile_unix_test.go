@@ -118,9 +118,9 @@ func TestHostileWorker(t *testing.T) {
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
 			good := pmFork(t, "echo")
-			goodIn := pmInbox(good)
-			pmRoundTrip(t, good, goodIn, "before")
-			fds := pmFDs(t)
+			goodIn := messages(good)
+			echo(t, good, goodIn, "before")
+			fds := openFDs(t)
 
 			bad := pmFork(t, "pm-hostile", "PM_HOSTILE="+tc.mode)
 			errs := make(chan error, 8)
@@ -149,9 +149,9 @@ func TestHostileWorker(t *testing.T) {
 			if st := evs[pmFind(evs, "exit")].Detail; st != "exit code 0" {
 				t.Errorf("hostile worker: %s, want exit code 0", st)
 			}
-			relFDsAtMost(t, fds, "primary after the hostile worker is gone")
+			fdsAtMost(t, fds, "primary after the hostile worker is gone")
 
-			pmRoundTrip(t, good, goodIn, "after")
+			echo(t, good, goodIn, "after")
 		})
 	}
 }
@@ -160,7 +160,7 @@ func TestHostileWorker(t *testing.T) {
 // is intact, so the channel stays up.
 func TestHostileInvalidJSON(t *testing.T) {
 	bad := pmFork(t, "pm-hostile", "PM_HOSTILE=badjson")
-	in := pmInbox(bad)
+	in := messages(bad)
 	errs := make(chan error, 8)
 	bad.OnError(func(err error) { errs <- err })
 	if err := bad.Send("go"); err != nil {
@@ -183,7 +183,7 @@ func TestHostileInvalidJSON(t *testing.T) {
 	if !bad.IsConnected() {
 		t.Fatalf("the channel closed after a message that does not decode")
 	}
-	pmRoundTrip(t, bad, in, "the channel still works")
+	echo(t, bad, in, "the channel still works")
 	if evs := pmEvents(t, bad, "", func([]pmEvent) bool { return true }); pmFind(evs, "w:disconnect") >= 0 {
 		t.Errorf("events %v: the worker was disconnected", pmNames(evs))
 	}

@@ -147,19 +147,6 @@ func init() {
 	}
 }
 
-// secAsk sends req to w and returns its reply.
-func secAsk(t *testing.T, w *Worker, in <-chan Message, req secRequest) secReply {
-	t.Helper()
-	if err := w.Send(req); err != nil {
-		t.Fatal(err)
-	}
-	var rep secReply
-	if err := recv(t, in, "worker "+strconv.Itoa(w.ID())+" to answer "+req.Op).Decode(&rep); err != nil {
-		t.Fatal(err)
-	}
-	return rep
-}
-
 // secCloseOnExec reports whether this process's descriptor fd is
 // close-on-exec.
 func secCloseOnExec(fd int) bool {
@@ -304,17 +291,17 @@ func TestSecurityUnprivilegedWorkers(t *testing.T) {
 			defer secret.Close()
 
 			a := fork(t, "sec-worker")
-			aIn := relInbox(a)
-			rep := secAsk(t, a, aIn, secRequest{Op: "fds"})
+			aIn := messages(a)
+			rep := ask[secReply](t, a, aIn, secRequest{Op: "fds"})
 			if rep.Uid != uid || rep.Gid != gid || slices.Contains(rep.Groups, 0) {
 				t.Fatalf("worker runs as uid %d gid %d groups %v; want %d, %d and no root group", rep.Uid, rep.Gid, rep.Groups, uid, gid)
 			}
 			// On its own, nobody may not bind the low port.
-			if rep := secAsk(t, a, aIn, secRequest{Op: "direct", Network: "tcp4", Address: lowAddr}); !strings.Contains(rep.Err, "permission denied") {
+			if rep := ask[secReply](t, a, aIn, secRequest{Op: "direct", Network: "tcp4", Address: lowAddr}); !strings.Contains(rep.Err, "permission denied") {
 				t.Errorf("the worker bound %s itself (error %q): the test shows nothing", lowAddr, rep.Err)
 			}
 			// Through the primary it may.
-			if rep := secAsk(t, a, aIn, secRequest{Op: "listen", Network: "tcp4", Address: lowAddr}); rep.Err != "" {
+			if rep := ask[secReply](t, a, aIn, secRequest{Op: "listen", Network: "tcp4", Address: lowAddr}); rep.Err != "" {
 				t.Fatalf("listen %s through the primary: %s", lowAddr, rep.Err)
 			}
 			c, err := net.Dial("tcp4", lowAddr)
@@ -334,7 +321,7 @@ func TestSecurityUnprivilegedWorkers(t *testing.T) {
 				{Network: "unix", Address: "/etc/clusternet-test.sock"},
 			} {
 				bad.Op = "listen"
-				rep := secAsk(t, a, aIn, bad)
+				rep := ask[secReply](t, a, aIn, bad)
 				if !strings.Contains(rep.Err, refusal.Error()) {
 					t.Errorf("listen %s %s: %q; want the AllowListen refusal", bad.Network, bad.Address, rep.Err)
 				}
@@ -345,7 +332,7 @@ func TestSecurityUnprivilegedWorkers(t *testing.T) {
 			}
 			// A socket file gets mode 0600, owned by the primary: other
 			// users cannot connect (the worker accepts on it all the same).
-			if rep := secAsk(t, a, aIn, secRequest{Op: "listen", Network: "unix", Address: sock}); rep.Err != "" {
+			if rep := ask[secReply](t, a, aIn, secRequest{Op: "listen", Network: "unix", Address: sock}); rep.Err != "" {
 				t.Fatalf("listen %s: %s", sock, rep.Err)
 			}
 			if fi, err := os.Lstat(sock); err != nil || fi.Mode().Perm() != 0o600 || fi.Mode().Type() != os.ModeSocket {
@@ -353,12 +340,12 @@ func TestSecurityUnprivilegedWorkers(t *testing.T) {
 			}
 
 			b := fork(t, "sec-worker")
-			bIn := relInbox(b)
-			if rep := secAsk(t, b, bIn, secRequest{Op: "listen", Network: "tcp4", Address: high}); rep.Err != "" {
+			bIn := messages(b)
+			if rep := ask[secReply](t, b, bIn, secRequest{Op: "listen", Network: "tcp4", Address: high}); rep.Err != "" {
 				t.Fatalf("worker %d: listen %s: %s", b.ID(), high, rep.Err)
 			}
 			cw := fork(t, "sec-worker")
-			cIn := relInbox(cw)
+			cIn := messages(cw)
 
 			// Every socket the primary holds, by inode, and those a worker
 			// may hold: the sockets it was given (SchedNone), its end of its
@@ -400,7 +387,7 @@ func TestSecurityUnprivilegedWorkers(t *testing.T) {
 			ins := map[*Worker]<-chan Message{a: aIn, b: bIn, cw: cIn}
 			reps := map[*Worker]secReply{}
 			for _, w := range []*Worker{a, b, cw} {
-				reps[w] = secAsk(t, w, ins[w], secRequest{Op: "fds"})
+				reps[w] = ask[secReply](t, w, ins[w], secRequest{Op: "fds"})
 				channels[w] = reps[w].Channel
 				if reps[w].Err != "" || !strings.HasPrefix(reps[w].Channel, "socket:[") {
 					t.Fatalf("worker %d: descriptors: %s, channel %q", w.ID(), reps[w].Err, reps[w].Channel)
@@ -438,7 +425,7 @@ func TestSecurityUnprivilegedWorkers(t *testing.T) {
 				if len(seen) > 0 {
 					t.Errorf("worker %d sees descriptors it was not given: %v", w.ID(), seen)
 				}
-				child := secAsk(t, w, ins[w], secRequest{Op: "child"})
+				child := ask[secReply](t, w, ins[w], secRequest{Op: "child"})
 				if child.Err != "" {
 					t.Fatalf("worker %d's child: %s", w.ID(), child.Err)
 				}

@@ -36,21 +36,21 @@ func TestListenSlowLookupStallsNoOne(t *testing.T) {
 	}
 	t.Cleanup(func() { r.PreferGo, r.Dial = prefer, dial })
 	a := fork(t, "sec-worker")
-	aIn := relInbox(a)
+	aIn := messages(a)
 	b := fork(t, "sec-worker")
-	bIn := relInbox(b)
+	bIn := messages(b)
 	t.Cleanup(unblock) // before the workers are reaped: that may need the lock
 	if err := a.Send(secRequest{Op: "listen", Network: "tcp", Address: "slow.clusternet.test:0"}); err != nil {
 		t.Fatal(err)
 	}
 	recv(t, asked, "worker 1's lookup to reach the resolver")
 
-	if rep := secAsk(t, b, bIn, secRequest{Op: "listen", Network: "tcp4", Address: "127.0.0.1:0"}); rep.Err != "" {
+	if rep := ask[secReply](t, b, bIn, secRequest{Op: "listen", Network: "tcp4", Address: "127.0.0.1:0"}); rep.Err != "" {
 		t.Fatalf("worker 2's listen while worker 1's lookup hangs: %s", rep.Err)
 	}
 	c := fork(t, "echo")
-	cIn := relInbox(c)
-	relEcho(t, c, cIn, 1)
+	cIn := messages(c)
+	echo(t, c, cIn, 1)
 
 	unblock()
 	var rep secReply

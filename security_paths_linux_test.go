@@ -245,23 +245,18 @@ func spSetup(t *testing.T, socketMode os.FileMode, allowed ...string) (w *Worker
 		},
 	})
 	w = fork(t, "sp-hostile")
-	return w, relInbox(w), own, victim, func() []string {
+	return w, messages(w), own, victim, func() []string {
 		mu.Lock()
 		defer mu.Unlock()
 		return slices.Clone(seen)
 	}
 }
 
-// spAsk has the hostile worker do req and returns its reply.
+// spAsk has the hostile worker do req and returns its reply, which must
+// not be an error.
 func spAsk(t *testing.T, w *Worker, in <-chan Message, req spRequest) spReply {
 	t.Helper()
-	if err := w.Send(req); err != nil {
-		t.Fatal(err)
-	}
-	var rep spReply
-	if err := recv(t, in, "the hostile worker to finish "+req.Op).Decode(&rep); err != nil {
-		t.Fatal(err)
-	}
+	rep := ask[spReply](t, w, in, req)
 	if rep.Err != "" {
 		t.Fatalf("%s: %s", req.Op, rep.Err)
 	}
@@ -367,7 +362,7 @@ func TestListenUnixSymlinkedDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := fork(t, "sp-hostile")
-	in := relInbox(w)
+	in := messages(w)
 	rep := spAsk(t, w, in, spRequest{Op: "symlink", Dir: dir, Target: real})
 	t.Logf("refused: %s", rep.Refusal)
 	if !rep.Loop || !strings.Contains(rep.Refusal, "symbolic link") {
@@ -424,7 +419,7 @@ func TestListenUnixLongPath(t *testing.T) {
 	base := t.TempDir()
 	dir := filepath.Join(base, strings.Repeat("d", 60), strings.Repeat("e", 60))
 	w := fork(t, "sp-deep")
-	in := relInbox(w)
+	in := messages(w)
 	if err := w.Send(dir); err != nil {
 		t.Fatal(err)
 	}

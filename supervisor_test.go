@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"sync"
@@ -37,26 +36,6 @@ func init() {
 		os.Exit(1)
 	}
 	helpers["sup-exit"] = func() { os.Exit(1) }
-}
-
-// withSettings sets the settings for one test.
-func withSettings(t testing.TB, s Settings) {
-	t.Helper()
-	old := CurrentSettings()
-	if err := SetupPrimary(s); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { SetupPrimary(old) })
-}
-
-// freePort returns a loopback address nobody listens on right now.
-func freePort(t testing.TB) string {
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // runHandle is a Run in the background.

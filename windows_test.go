@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -458,38 +457,48 @@ func TestWindowsExitStatus(t *testing.T) {
 	})
 }
 
-const envSubPrimary = "CLUSTERNET_TEST_SUBPRIMARY"
+func init() {
+	// win-dying forks two workers, checks that they are in the job, prints
+	// their process ids and waits to be killed (TestWindowsPrimaryDeath).
+	primaries["win-dying"] = func() {
+		var pids []string
+		for range 2 {
+			w, err := Fork(envHelper + "=idle")
+			if err != nil {
+				fmt.Println("ERROR Fork:", err)
+				os.Exit(1)
+			}
+			online := make(chan struct{})
+			w.OnOnline(func() { close(online) })
+			select {
+			case <-online:
+			case <-time.After(testTimeout):
+				fmt.Println("ERROR timed out waiting for the worker to be online")
+				os.Exit(1)
+			}
+			pids = append(pids, strconv.Itoa(w.Process().Pid))
+		}
+		// Whether the job or the end of the channel ends them, the workers die
+		// with the primary: see that the job is there.
+		if in, err := jobProcesses(); err != nil || len(in) != len(pids) {
+			fmt.Printf("ERROR the job holds processes %v (%v), want the workers %v\n", in, err, pids)
+		} else {
+			fmt.Println("WORKERS", strings.Join(pids, " "))
+		}
+		time.Sleep(2 * testTimeout) // killed long before
+		fmt.Fprintln(os.Stderr, "win-dying: the sub-primary was not killed")
+		os.Exit(1)
+	}
+}
 
 // TestWindowsPrimaryDeath: when the primary is killed outright, the job
 // object ends its workers.
 func TestWindowsPrimaryDeath(t *testing.T) {
-	if os.Getenv(envSubPrimary) != "" {
-		dyingPrimary(t)
-		return
+	p := startPrimary(t, "win-dying")
+	var r []string
+	for len(r) == 0 || r[0] != "WORKERS" && r[0] != "ERROR" {
+		r = strings.Fields(p.line(t))
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestWindowsPrimaryDeath$")
-	cmd.Env = append(os.Environ(), envSubPrimary+"=1")
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Wait()
-	defer cmd.Process.Kill()
-	report := make(chan []string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if f := strings.Fields(sc.Text()); len(f) > 0 && (f[0] == "WORKERS" || f[0] == "ERROR") {
-				report <- f
-			}
-		}
-		io.Copy(io.Discard, out)
-	}()
-	r := recv(t, report, "the sub-primary's workers")
 	if r[0] == "ERROR" {
 		t.Fatal(strings.Join(r, " "))
 	}
@@ -503,7 +512,7 @@ func TestWindowsPrimaryDeath(t *testing.T) {
 		defer windows.CloseHandle(h)
 		procs = append(procs, h)
 	}
-	if err := cmd.Process.Kill(); err != nil {
+	if err := p.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	for _, h := range procs {
@@ -512,28 +521,6 @@ func TestWindowsPrimaryDeath(t *testing.T) {
 			windows.TerminateProcess(h, 1)
 		}
 	}
-}
-
-// dyingPrimary forks two workers, checks that they are in the job, reports
-// their process ids and waits to be killed, for TestWindowsPrimaryDeath.
-func dyingPrimary(t *testing.T) {
-	var pids []string
-	for range 2 {
-		w := fork(t, "idle")
-		online := make(chan struct{})
-		w.OnOnline(func() { close(online) })
-		recv(t, online, "the worker to be online")
-		pids = append(pids, strconv.Itoa(w.Process().Pid))
-	}
-	// Whether the job or the end of the channel ends them, the workers die
-	// with the primary: see that the job is there.
-	if in, err := jobProcesses(); err != nil || len(in) != len(pids) {
-		fmt.Printf("ERROR the job holds processes %v (%v), want the workers %v\n", in, err, pids)
-	} else {
-		fmt.Println("WORKERS", strings.Join(pids, " "))
-	}
-	time.Sleep(2 * testTimeout) // killed long before
-	t.Error("the sub-primary was not killed")
 }
 
 // jobProcesses returns the ids of the processes in the workers' job.
@@ -570,15 +557,6 @@ func TestWindowsWorkerDisconnect(t *testing.T) {
 	}
 }
 
-// setup replaces the settings for one test.
-func setup(t *testing.T, s Settings) {
-	old := CurrentSettings()
-	if err := SetupPrimary(s); err != nil {
-		t.Fatalf("SetupPrimary: %v", err)
-	}
-	t.Cleanup(func() { SetupPrimary(old) })
-}
-
 func TestWindowsSettings(t *testing.T) {
 	t.Run("ExtraFiles", func(t *testing.T) {
 		f, err := os.CreateTemp("", "clusternet-test-")
@@ -592,7 +570,7 @@ func TestWindowsSettings(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		setup(t, Settings{ExtraFiles: []*os.File{nil, f}})
+		withSettings(t, Settings{ExtraFiles: []*os.File{nil, f}})
 		w := fork(t, "win-extra", "WIN_EXTRA="+strconv.FormatUint(uint64(h), 10))
 		got := notes(w)
 		if s := recv(t, got, "the worker to write").text; s != "written" {
@@ -610,7 +588,7 @@ func TestWindowsSettings(t *testing.T) {
 	})
 	t.Run("Uid", func(t *testing.T) {
 		uid := 1000
-		setup(t, Settings{Uid: &uid})
+		withSettings(t, Settings{Uid: &uid})
 		if w, err := Fork(); !errors.Is(err, errors.ErrUnsupported) {
 			if err == nil {
 				reap(t, w)

@@ -7,12 +7,8 @@ import (
 	"syscall"
 )
 
-// Descriptor counts, listen backlogs and socket options are observed through
-// Linux interfaces; elsewhere the tests that need them skip.
-
-func lnFDCount() (int, error) { return 0, errors.ErrUnsupported }
-
-func lnFDList() string { return "" }
+// Listen backlogs and socket options are observed through Linux
+// interfaces; elsewhere the tests that need them skip.
 
 func lnBacklog(rc syscall.RawConn) (int, error) { return 0, errors.ErrUnsupported }
 

@@ -3,32 +3,10 @@
 package clusternet
 
 import (
-	"os"
-	"path/filepath"
-	"sort"
-	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
 )
-
-// lnFDCount returns the number of descriptors this process has open.
-func lnFDCount() (int, error) {
-	ents, err := os.ReadDir("/proc/self/fd")
-	return len(ents), err
-}
-
-// lnFDList describes this process's open descriptors, for failure messages.
-func lnFDList() string {
-	ents, _ := os.ReadDir("/proc/self/fd")
-	var out []string
-	for _, e := range ents {
-		target, _ := os.Readlink(filepath.Join("/proc/self/fd", e.Name()))
-		out = append(out, e.Name()+"->"+target)
-	}
-	sort.Strings(out)
-	return strings.Join(out, " ")
-}
 
 // lnBacklog returns the accept queue length a listening TCP socket was given:
 // for a socket in LISTEN state Linux reports it as tcpi_sacked.
