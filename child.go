@@ -5,9 +5,12 @@ package clusternet
 // worker itself; methods end in Self).
 
 import (
+	"encoding/binary"
 	"fmt"
 	"os"
+	"os/signal"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -34,7 +37,8 @@ func init() {
 	chText := os.Getenv(envChannel)
 	codecText := os.Getenv(envSerialization)
 	maxText := os.Getenv(envMaxMessage)
-	for _, k := range []string{envWorkerID, envChannel, envSerialization, envMaxMessage} {
+	die, _ := strconv.ParseBool(os.Getenv(envDieOnSignal))
+	for _, k := range []string{envWorkerID, envChannel, envSerialization, envMaxMessage, envDieOnSignal} {
 		os.Unsetenv(k)
 	}
 	w := &Worker{self: true, connected: true, done: make(chan struct{}), readerDone: make(chan struct{})}
@@ -47,6 +51,9 @@ func init() {
 		return
 	}
 	w.state = StateOnline
+	if !die {
+		w.drainOnSignals()
+	}
 	go w.serveSelf()
 	w.ch.send(outFrame{b: newFrame(frameOnline, 0, 0)})
 }
@@ -142,6 +149,16 @@ func (w *Worker) readFramesSelf() error {
 			err = w.deliverMessage(f)
 		case frameDisconnect:
 			go w.disconnectSelf(true)
+		case frameVerdict:
+			if len(f.body) != 1 {
+				return protocolErrorf("a verdict of %d bytes, want 1", len(f.body))
+			}
+			if f.body[0] == 1 {
+				w.dieOfSignal()
+			}
+			if w.verdict != nil { // nil: this worker does not drain on signals
+				w.verdictOnce.Do(func() { close(w.verdict) })
+			}
 		case frameListenReply, frameReclaimed, frameRebound:
 			err = w.listeners.handleFrame(w, f)
 		default:
@@ -157,6 +174,13 @@ func (w *Worker) readFramesSelf() error {
 // disconnectSelf closes the worker's listeners, waits for the connections
 // they handed out to close, closes the channel and exits.
 func (w *Worker) disconnectSelf(primaryInitiated bool) error {
+	return w.drainSelf(!primaryInitiated, nil)
+}
+
+// drainSelf is disconnectSelf. With tell, the primary hears that the worker
+// leaves on purpose; a gate, if not nil, holds the exit until it is closed
+// or the channel is.
+func (w *Worker) drainSelf(tell bool, gate <-chan struct{}) error {
 	if w.ch == nil {
 		return w.chErr
 	}
@@ -169,15 +193,59 @@ func (w *Worker) disconnectSelf(primaryInitiated bool) error {
 		return nil
 	}
 	go func() {
-		if !primaryInitiated {
+		if tell {
 			w.ch.send(outFrame{b: newFrame(frameExitedAfterDisconnect, 0, 0)})
 		}
 		w.listeners.closeAll()
 		w.listeners.waitConns()
+		if gate != nil {
+			select {
+			case <-gate:
+			case <-w.readerDone:
+			}
+		}
 		w.leave()
 		w.exitAfterDisconnectEvent(0)
 	}()
 	return nil
+}
+
+// drainSignals are the signals on which a worker drains (see
+// Settings.DieOnSignal): those a terminal's Ctrl-C and a service manager
+// send to every process of the group, the primary included, which then
+// disconnects its workers itself.
+var drainSignals = []os.Signal{os.Interrupt, syscall.SIGTERM}
+
+// drainOnSignals makes the first of drainSignals drain the worker as the
+// primary's disconnect does, and tells the primary (frameSignalled), whose
+// verdict says whether the signal was its own Kill; a second signal kills
+// the worker with the signal's default action. The goroutine lives as long
+// as the process.
+func (w *Worker) drainOnSignals() {
+	w.verdict = make(chan struct{})
+	c := make(chan os.Signal, 2)
+	signal.Notify(c, drainSignals...)
+	go func() {
+		sig := (<-c).(syscall.Signal)
+		w.drainedOn.Store(int32(sig))
+		w.ch.send(outFrame{b: binary.BigEndian.AppendUint32(newFrame(frameSignalled, 4, 0), uint32(sig))})
+		// Not frameExitedAfterDisconnect: the worker does not leave on
+		// purpose, and the primary decides whether it is replaced.
+		w.drainSelf(false, w.verdict)
+		<-c
+		w.dieOfSignal()
+	}()
+}
+
+// dieOfSignal takes the default action of the signal the worker drains on:
+// the process ends as if it had not caught it.
+func (w *Worker) dieOfSignal() {
+	sig := syscall.Signal(w.drainedOn.Load())
+	if sig == 0 {
+		return // not draining: a primary that says so is wrong, and ignored
+	}
+	signal.Reset(drainSignals...)
+	signalProcess(w.proc, sig)
 }
 
 // leave flushes and closes the channel and waits until it is closed.

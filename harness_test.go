@@ -351,7 +351,19 @@ type primary struct {
 // (stopSignal) and waited for.
 func startPrimary(t testing.TB, role string, env ...string) *primary {
 	t.Helper()
-	cmd := selfCommand(context.Background(), t, append([]string{envPrimary + "=" + role}, env...)...)
+	return runPrimary(t, primaryCommand(t, role, env...))
+}
+
+// primaryCommand is the command startPrimary runs, for a test that sets
+// more of it (a process group of its own) before runPrimary.
+func primaryCommand(t testing.TB, role string, env ...string) *exec.Cmd {
+	t.Helper()
+	return selfCommand(context.Background(), t, append([]string{envPrimary + "=" + role}, env...)...)
+}
+
+// runPrimary starts cmd, from primaryCommand, as startPrimary does.
+func runPrimary(t testing.TB, cmd *exec.Cmd) *primary {
+	t.Helper()
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {

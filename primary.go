@@ -56,6 +56,16 @@ type Settings struct {
 	// (at least 16 MiB) unwritten, the worker is disconnected, with an
 	// error event.
 	MaxMessageSize int
+
+	// DieOnSignal gives workers the default action of SIGINT and SIGTERM:
+	// they die at once. By default a worker drains on either instead, as
+	// when the primary disconnects it: it stops accepting, finishes the
+	// connections it has, and exits with code 0, leaving what follows to
+	// the primary (Run shuts the cluster down if the signal reached it too,
+	// as Ctrl-C in a terminal and systemd's KillMode=control-group do, and
+	// re-forks the worker otherwise). A second signal of the two kills the
+	// worker at once. See docs/operations.md.
+	DieOnSignal bool
 }
 
 // DefaultMaxMessageSize is the default Settings.MaxMessageSize: 64 MiB.
@@ -67,6 +77,7 @@ const (
 	envChannel       = "CLUSTERNET_CHANNEL"
 	envSerialization = "CLUSTERNET_SERIALIZATION"
 	envMaxMessage    = "CLUSTERNET_MAX_MESSAGE"
+	envDieOnSignal   = "CLUSTERNET_DIE_ON_SIGNAL"
 )
 
 // cluster is the primary's state.
@@ -250,6 +261,7 @@ func workerEnv(s *Settings, id int, extra []string) []string {
 		envWorkerID + "=" + strconv.Itoa(id),
 		envSerialization + "=" + s.Serialization.String(),
 		envMaxMessage + "=" + strconv.Itoa(s.MaxMessageSize),
+		envDieOnSignal + "=" + strconv.FormatBool(s.DieOnSignal),
 	})
 	seen := make(map[string]bool, len(env))
 	out := make([]string, 0, len(env))

@@ -145,6 +145,17 @@ func (w *Worker) handleFrame(f frame) error {
 		w.mu.Lock()
 		w.exitedAfterDisconnect = true
 		w.mu.Unlock()
+	case frameSignalled:
+		if len(f.body) != 4 {
+			return protocolErrorf("a signal report of %d bytes, want 4", len(f.body))
+		}
+		w.mu.Lock()
+		die := byte(0)
+		if w.killedWith != nil {
+			die = 1 // Kill sent it: the worker dies of it rather than draining
+		}
+		w.mu.Unlock()
+		w.ch.send(outFrame{b: append(newFrame(frameVerdict, 1, 0), die)})
 	case frameListen, frameListening, frameDemand, frameUnlisten:
 		return handleListenFrame(w, f)
 	default:

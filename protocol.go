@@ -33,6 +33,8 @@ const (
 	frameDisconnect                                 // primary → worker: disconnect yourself
 	frameExitedAfterDisconnect                      // worker → primary: leaving on purpose
 	frameRebound                                    // primary → worker: [key], one handle: the address's new socket (below)
+	frameSignalled                                  // worker → primary: [signal]: drains on this signal (below)
+	frameVerdict                                    // primary → worker: [die]: the answer to frameSignalled (below)
 	frameKindEnd
 )
 
@@ -48,6 +50,17 @@ const (
 // (any more, or yet) it closes the handle. Another body length or handle
 // count is a protocol error. Never sent on Windows, where a worker cannot
 // stop a shared listening socket.
+
+// frameSignalled (worker → primary) says that the worker got SIGINT or
+// SIGTERM and drains, as on frameDisconnect (see Settings.DieOnSignal).
+// Body: the signal's number, 4 bytes big endian. The primary answers with
+// frameVerdict, whose body is one byte: 1 if it sent that signal itself
+// (Worker.Kill), and the worker then takes the signal's default action at
+// once, so that Kill still kills; 0 otherwise, and the worker goes on
+// draining and exits once its connections are closed (the primary got the
+// signal too and disconnects its workers, or Run decides whether to
+// replace the worker). A worker does not exit before the verdict, or before
+// the channel closes. Another body length is a protocol error.
 
 // keyFrame builds a frame whose body is a key and, for some kinds, a count.
 func keyFrame(kind frameKind, key uint32, n int, withCount bool) []byte {

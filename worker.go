@@ -105,9 +105,12 @@ type Worker struct {
 	listenNote chan struct{}            // closed and replaced at each report
 
 	// The worker's own (Self(); child*.go).
-	listeners listenerSet   // its clusternet listeners
-	killOnce  sync.Once     // Kill leaves once
-	early     earlyMessages // messages that came before the first OnMessage
+	listeners   listenerSet   // its clusternet listeners
+	killOnce    sync.Once     // Kill leaves once
+	early       earlyMessages // messages that came before the first OnMessage
+	drainedOn   atomic.Int32  // the signal it drains on (drainOnSignals), or 0
+	verdict     chan struct{} // closed when the primary has answered frameSignalled
+	verdictOnce sync.Once
 }
 
 // ID returns the worker's id: 1, 2, 3... in fork order, as Node's worker.id.

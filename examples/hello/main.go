@@ -15,7 +15,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/signal"
 	"runtime"
 	"time"
 
@@ -74,10 +73,9 @@ func primary(n int) {
 }
 
 func worker(addr string) {
-	// Ctrl-C reaches every process of the terminal's group: leave it to the
-	// primary, which disconnects the workers gracefully.
-	signal.Ignore(os.Interrupt)
-
+	// Ctrl-C reaches every process of the terminal's group: the worker drains
+	// on it (Settings.DieOnSignal says otherwise) while the primary shuts the
+	// cluster down gracefully.
 	id, pid := clusternet.Self().ID(), os.Getpid()
 	ln, err := clusternet.Listen("tcp", addr) // instead of net.Listen
 	if err != nil {
