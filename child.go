@@ -154,9 +154,10 @@ func (w *Worker) readFramesSelf() error {
 				return protocolErrorf("a verdict of %d bytes, want 1", len(f.body))
 			}
 			if f.body[0] == 1 {
+				// The gate stays shut: the drain must not exit with code 0
+				// before the signal ends the process.
 				w.dieOfSignal()
-			}
-			if w.verdict != nil { // nil: this worker does not drain on signals
+			} else if w.verdict != nil { // nil: this worker does not drain on signals
 				w.verdictOnce.Do(func() { close(w.verdict) })
 			}
 		case frameListenReply, frameReclaimed, frameRebound:
