@@ -73,7 +73,6 @@ func primary(n int) {
 }
 
 func worker(addr string) {
-	signal.Ignore(os.Interrupt) // Ctrl-C is the primary's to handle
 	ln, err := clusternet.Listen("tcp", addr)
 	if err != nil {
 		log.Fatal(err)
