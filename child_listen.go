@@ -21,7 +21,7 @@ import (
 // in its directory as the worker sees them: the primary follows none in a
 // path a worker gives it (docs/security.md). Abstract names (@...) stay.
 func absUnixPath(network, address string) (string, error) {
-	if network != "unix" && network != "unixgram" || address == "" || address[0] == '@' {
+	if !isSocketFile(network, address) {
 		return address, nil
 	}
 	path, err := filepath.Abs(address)

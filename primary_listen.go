@@ -189,12 +189,6 @@ func modeFor(req listenRequest, policy Policy) shareMode {
 	return modeShared
 }
 
-// isSocketFile reports whether a listen on network and address makes a
-// socket file: a Unix socket path that is not an abstract name (@...).
-func isSocketFile(network, address string) bool {
-	return network == "unix" && address != "" && address[0] != '@'
-}
-
 // socketPath returns the socket file path a worker asked for as the
 // primary binds it, and as AllowListen sees it: clean, and absolute. A
 // relative path is the worker's, resolved against the worker's working

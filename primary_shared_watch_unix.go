@@ -52,13 +52,11 @@ type sharedWatch struct {
 	backlog int         // as the first worker asked, for the new socket
 	perm    os.FileMode // a socket file's mode, as Settings.SocketMode said at the first bind
 
-	// sent holds the subscriptions sent the new socket when it was bound,
-	// until a look has sent it to all: a send that failed (out of
-	// descriptors) is tried again at the next look. A worker that joined
-	// since got the new socket with its listen reply (subscribe copies it
-	// under sa.mu), and is sent another copy, which it takes in place of
-	// its own.
-	sent map[*subscription]bool
+	// unsent holds the subscriptions that could not be sent the new socket
+	// when it was bound (out of descriptors): the next look tries again. A
+	// worker that joins later gets the new socket with its listen reply
+	// (subscribe copies it under sa.mu).
+	unsent map[*subscription]bool
 }
 
 // watchShared starts watching the socket of a new modeShared stream address,
@@ -182,35 +180,39 @@ func (sa *sharedAddr) replaceShared(fresh sharedSocket) (old sharedSocket) {
 		old, sa.inherited = nil, nil
 	}
 	sa.sock = fresh
-	sent := make(map[*subscription]bool, len(sa.subs))
+	sa.rebind.unsent = nil
 	for _, sub := range sa.subs {
-		sent[sub] = sa.sendRebound(sub)
+		sa.sendReboundOrKeep(sub)
 	}
-	sa.rebind.sent = sent
 	return old
 }
 
-// sendReboundLate sends the socket to the workers that subscribed since it
-// was bound, or that could not be sent it then. Called with sa.mu held.
+// sendReboundLate sends the socket again to the workers that could not be
+// sent it when it was bound, and still use the address. Called with sa.mu
+// held.
 func (sa *sharedAddr) sendReboundLate() {
-	sent := sa.rebind.sent
-	if sent == nil {
-		return
-	}
-	all := true
+	unsent := sa.rebind.unsent
+	sa.rebind.unsent = nil
 	for _, sub := range sa.subs {
-		if !sent[sub] {
-			sent[sub] = sa.sendRebound(sub)
-			all = all && sent[sub]
+		if unsent[sub] {
+			sa.sendReboundOrKeep(sub)
 		}
-	}
-	if all {
-		sa.rebind.sent = nil
 	}
 }
 
-// sendRebound sends sub's worker a copy of the address's socket. A worker
-// that already has it is sent another, which it takes in place of its own.
+// sendReboundOrKeep sends sub the socket, or keeps it for the next look.
+// Called with sa.mu held.
+func (sa *sharedAddr) sendReboundOrKeep(sub *subscription) {
+	if sa.sendRebound(sub) {
+		return
+	}
+	if sa.rebind.unsent == nil {
+		sa.rebind.unsent = make(map[*subscription]bool)
+	}
+	sa.rebind.unsent[sub] = true
+}
+
+// sendRebound sends sub's worker a copy of the address's socket.
 // Called with sa.mu held: the frame is only queued.
 func (sa *sharedAddr) sendRebound(sub *subscription) bool {
 	h, err := dupHandle(sa.sock)

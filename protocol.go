@@ -198,6 +198,12 @@ const (
 	recordConnLast byte = 'C' // the connection that filled the window: ask for more once it is taken
 )
 
+// isSocketFile reports whether a listen on network and address makes a
+// socket file: a Unix socket path that is not an abstract name (@...).
+func isSocketFile(network, address string) bool {
+	return network == "unix" && address != "" && address[0] != '@'
+}
+
 // checkListenNetwork is the one check of a network name: tcp, tcp4, tcp6
 // and unix for Listen, udp, udp4 and udp6 for ListenPacket.
 func checkListenNetwork(network string, packet bool) error {
