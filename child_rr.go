@@ -5,6 +5,7 @@ package clusternet
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -69,6 +70,10 @@ func (l *rrListener) Accept() (net.Conn, error) {
 	l.mu.Unlock()
 
 	h, last, err := recvConn(l.c)
+	for errors.Is(err, errConnLost) {
+		l.lost(err, last)
+		h, last, err = recvConn(l.c)
+	}
 
 	l.mu.Lock()
 	l.waiters--
@@ -80,6 +85,8 @@ func (l *rrListener) Accept() (net.Conn, error) {
 			err = l.closedErr()
 		}
 		l.mu.Unlock()
+		// EMFILE (child_rr_unix.go): nothing was read, and the error is
+		// temporary, as accept(2)'s at the limit.
 		return nil, l.opError("accept", err)
 	}
 	if last {
@@ -88,12 +95,31 @@ func (l *rrListener) Accept() (net.Conn, error) {
 	l.mu.Unlock()
 	c, err := connFromHandle(h)
 	if err != nil {
+		l.lost(err, false)
 		return nil, l.opError("accept", err)
 	}
 	l.set.conns.add(c)
 	l.w.stats.handed.Add(1)
 	l.w.stats.accepted.Add(1)
 	return c, nil
+}
+
+// errConnLost is recvConn's error for a record whose descriptor the kernel
+// dropped (MSG_CTRUNC): the worker had no descriptor free to receive it.
+var errConnLost = errors.New("the kernel dropped its descriptor (MSG_CTRUNC): no descriptor was free to receive it")
+
+// lost reports a connection handed to this worker and lost before Accept
+// could return it: in the worker's Stats, Handed counts it and Accepted
+// does not, and an error event says why. If its record filled the window,
+// the listener asks for more as for any other.
+func (l *rrListener) lost(err error, last bool) {
+	l.w.stats.handed.Add(1)
+	l.w.postError(fmt.Errorf("clusternet: a connection handed to this worker on %v was lost: %w", l.addr, err))
+	if last {
+		l.mu.Lock()
+		l.demand()
+		l.mu.Unlock()
+	}
 }
 
 // demand tells the primary that this listener takes connections. Called

@@ -6,6 +6,7 @@ package clusternet
 // into connections, listeners and packet connections.
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -44,11 +45,19 @@ func fileFromHandle(h sysHandle, name string) *os.File {
 }
 
 // connFromHandle turns a received connection descriptor into a net.Conn
-// (a *net.TCPConn or *net.UnixConn), taking ownership of it.
+// (a *net.TCPConn or *net.UnixConn), taking ownership of it. net.FileConn
+// duplicates h: if that fails for want of a slot and the worker's recvConn
+// lent h a reserve (child_rr_unix.go), the reserve is closed and the dup
+// tried again.
 func connFromHandle(h sysHandle) (net.Conn, error) {
 	f := os.NewFile(uintptr(h), "conn")
 	defer f.Close()
-	return net.FileConn(f)
+	c, err := net.FileConn(f)
+	if errors.Is(err, syscall.EMFILE) && rrReserve.spend(h) {
+		c, err = net.FileConn(f)
+	}
+	rrReserve.settle(h) // before f.Close
+	return c, err
 }
 
 // listenerFromHandle turns a received listening socket into a net.Listener,
