@@ -8,6 +8,7 @@ package examples_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +23,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 // timeout bounds every wait.
@@ -243,33 +246,35 @@ func TestHello(t *testing.T) {
 			}
 
 			// Stopping must neither drop requests nor hang on connections:
-			// a request half sent at SIGTERM and one sent afterwards on a
-			// connection the worker had already accepted both get their
-			// answer, and an idle keep-alive connection does not hold the
-			// worker up.
+			// a request half sent at SIGTERM gets its answer though its end
+			// comes after; a connection the worker had accepted but on
+			// which nothing was sent is closed (HTTP lets a server close a
+			// connection it has not used: its client opens another), and
+			// neither it nor an idle keep-alive connection holds the worker
+			// up.
 			keepAlive := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{}}
 			defer keepAlive.CloseIdleConnections()
 			if _, err := get(keepAlive, e.url); err != nil {
 				t.Fatal(err)
 			}
-			halfSent, waiting := e.dial(), e.dial()
+			halfSent, unused := e.dial(), e.dial()
 			io.WriteString(halfSent, "POST / HTTP/1.1\r\nHost: example\r\nContent-Length: 2\r\n\r\nx")
 			time.Sleep(300 * time.Millisecond) // for the workers to take the connections
 			e.cmd.Process.Signal(syscall.SIGTERM)
 			waitFor(t, "the primary to shut down", func() bool { return strings.Contains(e.stderr.String(), "shutting down") })
 			time.Sleep(300 * time.Millisecond) // for the disconnect to reach the workers
 			io.WriteString(halfSent, "x")
-			io.WriteString(waiting, "GET / HTTP/1.1\r\nHost: example\r\n\r\n")
-			for what, conn := range map[string]net.Conn{"half sent at SIGTERM": halfSent, "sent after SIGTERM": waiting} {
-				resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-				if err != nil {
-					t.Errorf("request %s: %v", what, err)
-					continue
-				}
+			resp, err := http.ReadResponse(bufio.NewReader(halfSent), nil)
+			if err != nil {
+				t.Errorf("request half sent at SIGTERM: %v", err)
+			} else {
 				body, err := io.ReadAll(resp.Body)
 				if err != nil || !helloBody.Match(body) {
-					t.Errorf("request %s: got %q, %v", what, body, err)
+					t.Errorf("request half sent at SIGTERM: got %q, %v", body, err)
 				}
+			}
+			if n, err := unused.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+				t.Errorf("connection unused at SIGTERM: read %d bytes, %v; want it closed (EOF)", n, err)
 			}
 
 			e.stop(all...)
@@ -324,4 +329,130 @@ func TestCounter(t *testing.T) {
 		t.Errorf("the count did not grow: %d before the last 10 requests, %d after", before, served)
 	}
 	e.stop()
+}
+
+var wsEcho = regexp.MustCompile(`^worker (\d+): (.*)$`)
+
+// wsClient is one WebSocket client of TestWebSocket.
+type wsClient struct {
+	c         *websocket.Conn
+	ids       []int         // the workers that echoed it, in order
+	goingAway int           // close frames with status 1001 it got
+	err       error         // how a socket ended otherwise
+	back      time.Duration // from SIGHUP to its first echo from a new worker
+}
+
+// exchange sends text, checks its echo and records which worker sent it.
+func (cl *wsClient) exchange(ctx context.Context, text string) error {
+	if err := cl.c.Write(ctx, websocket.MessageText, []byte(text)); err != nil {
+		return err
+	}
+	_, b, err := cl.c.Read(ctx)
+	if err != nil {
+		return err
+	}
+	m := wsEcho.FindSubmatch(b)
+	if m == nil || string(m[2]) != text {
+		return fmt.Errorf("echo %q for %q", b, text)
+	}
+	id, _ := strconv.Atoi(string(m[1]))
+	cl.ids = append(cl.ids, id)
+	return nil
+}
+
+// A reload with 40 WebSockets open: every socket gets a close frame with
+// status 1001 (going away) from its leaving worker, none is cut (EOF,
+// reset), and each client reconnects and exchanges a message with one of
+// the new workers. The old workers exit with code 0: they were not killed
+// at the shutdown timeout.
+func TestWebSocket(t *testing.T) {
+	e := start(t, build(t, "websocket"))
+	waitFor(t, "two workers listening", func() bool { return strings.Count(e.stderr.String(), "listening at") >= 2 })
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	url := "ws://" + e.addr + "/ws"
+
+	const n = 40
+	clients := make([]*wsClient, n)
+	old := map[int]bool{} // the workers before the reload
+	for i := range clients {
+		c, _, err := websocket.Dial(ctx, url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cl := &wsClient{c: c}
+		clients[i] = cl
+		t.Cleanup(func() { cl.c.CloseNow() })
+		if err := cl.exchange(ctx, fmt.Sprintf("client %d: hello", i)); err != nil {
+			t.Fatal(err)
+		}
+		old[cl.ids[0]] = true
+	}
+	if len(old) != 2 {
+		t.Fatalf("the %d sockets went to workers %v; want both", n, old)
+	}
+
+	sent := time.Now()
+	if err := e.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for i, cl := range clients {
+		wg.Go(func() {
+			// Wait for the worker to go away, reconnect and say hello again,
+			// until a new worker answers.
+			for old[cl.ids[len(cl.ids)-1]] {
+				_, _, err := cl.c.Read(ctx)
+				if err == nil {
+					err = errors.New("a message came unasked")
+				}
+				for websocket.CloseStatus(err) == websocket.StatusGoingAway {
+					cl.goingAway++
+					if cl.c, _, err = websocket.Dial(ctx, url, nil); err != nil {
+						cl.err = fmt.Errorf("reconnecting: %w", err)
+						return
+					}
+					err = cl.exchange(ctx, fmt.Sprintf("client %d: hello again", i))
+				}
+				if err != nil {
+					cl.err = fmt.Errorf("the socket to worker %d ended with %v; want a close frame with status 1001 (going away)", cl.ids[len(cl.ids)-1], err)
+					return
+				}
+			}
+			cl.back = time.Since(sent)
+		})
+	}
+	wg.Wait()
+	var last time.Duration
+	for i, cl := range clients {
+		switch {
+		case cl.err != nil:
+			t.Errorf("client %d (workers %v): %v", i, cl.ids, cl.err)
+		case cl.goingAway == 0:
+			t.Errorf("client %d (workers %v): no close frame with status 1001", i, cl.ids)
+		}
+		last = max(last, cl.back)
+	}
+	waitFor(t, "the reload to finish", func() bool { return strings.Contains(e.stderr.String(), "msg=reloaded") })
+	t.Logf("a reload with %d WebSockets: every client back on a new worker %v after SIGHUP, the primary reloaded after %v",
+		n, last.Round(time.Millisecond), time.Since(sent).Round(time.Millisecond))
+
+	log := e.stderr.String()
+	if strings.Contains(log, "killing the old worker") {
+		t.Error("an old worker was killed at the shutdown timeout")
+	}
+	var pids []int
+	for id := range old {
+		m := regexp.MustCompile(fmt.Sprintf(`worker %d \(pid (\d+)\) exited \((.*)\)`, id)).FindStringSubmatch(log)
+		if m == nil || m[2] != "exit code 0" {
+			t.Errorf("worker %d: %v; want it to have exited with code 0", id, m)
+			continue
+		}
+		pid, _ := strconv.Atoi(m[1])
+		pids = append(pids, pid)
+	}
+	for _, cl := range clients {
+		cl.c.Close(websocket.StatusNormalClosure, "")
+	}
+	e.stop(pids...)
 }
