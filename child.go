@@ -41,7 +41,7 @@ func init() {
 	for _, k := range []string{envWorkerID, envChannel, envSerialization, envMaxMessage, envDieOnSignal} {
 		os.Unsetenv(k)
 	}
-	w := &Worker{self: true, connected: true, done: make(chan struct{}), readerDone: make(chan struct{})}
+	w := &Worker{self: true, connected: true, done: make(chan struct{}), readerDone: make(chan struct{}), started: time.Now()}
 	w.proc, _ = os.FindProcess(os.Getpid())
 	self = w
 	if err := w.attach(idText, chText, codecText, maxText); err != nil {
@@ -51,11 +51,11 @@ func init() {
 		return
 	}
 	w.state = StateOnline
+	w.ch.send(outFrame{b: onlineFrame()}) // first: see protocol.go, Versions
 	if !die {
 		w.drainOnSignals()
 	}
 	go w.serveSelf()
-	w.ch.send(outFrame{b: newFrame(frameOnline, 0, 0)})
 }
 
 func (w *Worker) attach(idText, chText, codecText, maxText string) error {
@@ -107,6 +107,7 @@ func (w *Worker) serveSelf() {
 	if err != nil && !isClosedErr(err) {
 		w.postError(fmt.Errorf("clusternet: channel to the primary: %w", err))
 	}
+	awaitMain() // child_main.go: the handlers main registers first see it
 	w.exitAfterDisconnectEvent(orphanExitDelay)
 }
 
@@ -148,7 +149,11 @@ func (w *Worker) readFramesSelf() error {
 		case frameMessage:
 			err = w.deliverMessage(f)
 		case frameDisconnect:
-			go w.disconnectSelf(true)
+			w.leavingSelf.Store(true) // at once: a listen answered meanwhile must know
+			go func() {
+				awaitMain() // child_main.go: as Node, after the top-level code
+				w.disconnectSelf(true)
+			}()
 		case frameVerdict:
 			if len(f.body) != 1 {
 				return protocolErrorf("a verdict of %d bytes, want 1", len(f.body))
@@ -160,6 +165,12 @@ func (w *Worker) readFramesSelf() error {
 			} else if w.verdict != nil { // nil: this worker does not drain on signals
 				w.verdictOnce.Do(func() { close(w.verdict) })
 			}
+		case frameRefused:
+			// The primary speaks another protocol version: nothing it
+			// could send next can be read, and nothing can be served.
+			closeHandles(f.handles)
+			fmt.Fprintf(os.Stderr, "clusternet: the primary refused this worker: %s\n", f.body)
+			os.Exit(1)
 		case frameListenReply, frameReclaimed, frameRebound:
 			err = w.listeners.handleFrame(w, f)
 		default:
@@ -185,6 +196,7 @@ func (w *Worker) drainSelf(tell bool, gate <-chan struct{}) error {
 	if w.ch == nil {
 		return w.chErr
 	}
+	w.leavingSelf.Store(true)
 	w.mu.Lock()
 	already := w.disconnecting
 	w.disconnecting = true
@@ -193,6 +205,7 @@ func (w *Worker) drainSelf(tell bool, gate <-chan struct{}) error {
 	if already {
 		return nil
 	}
+	startDraining() // Draining: before the listeners close
 	go func() {
 		if tell {
 			w.ch.send(outFrame{b: newFrame(frameExitedAfterDisconnect, 0, 0)})

@@ -51,6 +51,71 @@ type listenerSet struct {
 	all     map[closer]struct{}    // everything Disconnect closes
 	gone    bool                   // the channel is closed
 	conns   connTracker
+	indexes map[string]*indexSet // by network|address: the indexes of its listens in use
+	indexOf map[uint32]indexRef  // by key: the index its listen took
+}
+
+// Listen calls are numbered per network and address, as Node numbers
+// them: the worker's nth listen on an address is index n-1 while those
+// before it are open, and the primary shares one socket per address and
+// index. So two listens on ":0" in one worker get two ports, and the nth
+// of every worker shares one (Node's test-cluster-child-index-*). The
+// numbering starts over once all of an address's listens are closed.
+type indexSet struct {
+	next int
+	live map[int]bool
+}
+
+type indexRef struct {
+	addr  string
+	index int
+}
+
+// takeIndex numbers a listen on addr.
+func (s *listenerSet) takeIndex(addr string) indexRef {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.indexes == nil {
+		s.indexes = make(map[string]*indexSet)
+	}
+	set := s.indexes[addr]
+	if set == nil {
+		set = &indexSet{live: make(map[int]bool)}
+		s.indexes[addr] = set
+	}
+	ref := indexRef{addr, set.next}
+	set.next++
+	set.live[ref.index] = true
+	return ref
+}
+
+// keepIndex ties ref to the primary's key for the listen, so that
+// unlisten releases it.
+func (s *listenerSet) keepIndex(key uint32, ref indexRef) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.indexOf == nil {
+		s.indexOf = make(map[uint32]indexRef)
+	}
+	s.indexOf[key] = ref
+}
+
+// releaseIndex gives ref back. Called with s.mu held.
+func (s *listenerSet) releaseIndexLocked(ref indexRef) {
+	set := s.indexes[ref.addr]
+	if set == nil {
+		return
+	}
+	delete(set.live, ref.index)
+	if len(set.live) == 0 {
+		delete(s.indexes, ref.addr)
+	}
+}
+
+func (s *listenerSet) releaseIndex(ref indexRef) {
+	s.mu.Lock()
+	s.releaseIndexLocked(ref)
+	s.mu.Unlock()
 }
 
 type closer interface{ Close() error }
@@ -61,7 +126,23 @@ type listenResult struct {
 }
 
 // request asks the primary for an address and waits for its answer.
+//
+// A listen that fails because the worker is leaving (the primary's
+// disconnect has come, or its drain has begun) does not return: as in Node,
+// whose primary ignores the listen of a worker that is disconnecting, it
+// neither completes nor fails, and the worker exits once drained (code 0),
+// whatever main would have done with the error. Only ctx ends it.
 func (s *listenerSet) request(ctx context.Context, w *Worker, req listenRequest) (listenReply, *sysHandle, error) {
+	rep, h, err := s.ask(ctx, w, req)
+	if err != nil && w.leavingSelf.Load() {
+		<-ctx.Done()
+		return listenReply{}, nil, &net.OpError{Op: "listen", Net: req.Network, Err: ctx.Err()}
+	}
+	return rep, h, err
+}
+
+// ask sends the request and waits for the answer.
+func (s *listenerSet) ask(ctx context.Context, w *Worker, req listenRequest) (listenReply, *sysHandle, error) {
 	if w.ch == nil {
 		return listenReply{}, nil, w.chErr
 	}
@@ -187,6 +268,12 @@ func (s *listenerSet) sharedListener(key uint32) *trackedListener {
 }
 
 func (s *listenerSet) unlisten(w *Worker, key uint32) {
+	s.mu.Lock()
+	if ref, ok := s.indexOf[key]; ok {
+		delete(s.indexOf, key)
+		s.releaseIndexLocked(ref)
+	}
+	s.mu.Unlock()
 	w.ch.send(outFrame{b: keyFrame(frameUnlisten, key, 0, false)})
 }
 
@@ -525,10 +612,13 @@ func (w *Worker) listenSelf(ctx context.Context, lc *ListenConfig, network, addr
 	if err != nil {
 		return nil, &net.OpError{Op: "listen", Net: network, Err: err}
 	}
-	rep, h, err := w.listeners.request(ctx, w, listenRequest{Network: network, Address: address, Backlog: lc.Backlog, ReusePort: lc.ReusePort})
+	ref := w.listeners.takeIndex(joinNetwork(network, address))
+	rep, h, err := w.listeners.request(ctx, w, listenRequest{Network: network, Address: address, Index: ref.index, Backlog: lc.Backlog, ReusePort: lc.ReusePort})
 	if err != nil {
+		w.listeners.releaseIndex(ref)
 		return nil, err
 	}
+	w.listeners.keepIndex(rep.Key, ref)
 	var ln net.Listener
 	switch rep.Mode {
 	case modeRR:
@@ -565,10 +655,13 @@ func (w *Worker) listenPacketSelf(ctx context.Context, lc *ListenConfig, network
 		w.reportListening(addressOf(network, pc.LocalAddr()))
 		return w.listeners.trackPacket(pc, 0), nil
 	}
-	rep, h, err := w.listeners.request(ctx, w, listenRequest{Network: network, Address: address, ReusePort: lc.ReusePort, Packet: true})
+	ref := w.listeners.takeIndex(joinNetwork(network, address))
+	rep, h, err := w.listeners.request(ctx, w, listenRequest{Network: network, Address: address, Index: ref.index, ReusePort: lc.ReusePort, ReuseAddr: lc.ReuseAddr, Packet: true})
 	if err != nil {
+		w.listeners.releaseIndex(ref)
 		return nil, err
 	}
+	w.listeners.keepIndex(rep.Key, ref)
 	pc, err := packetConnFromHandle(h)
 	if err != nil {
 		w.listeners.unlisten(w, rep.Key)

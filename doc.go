@@ -44,10 +44,14 @@
 // dies, after a backoff, and gives up with an error wrapping [ErrCrashLoop]
 // when they die in a loop. On SIGHUP (Unix) it reloads them one at a time
 // ([Reload]), each replacement listening before the worker it replaces is
-// disconnected. On SIGTERM or SIGINT, or when its context ends, it
-// disconnects every worker and returns once they have finished. [RunOption]
-// values change the signals, the timeouts and the backoff, and add a logger
-// and a health check.
+// disconnected; a replacement that fails aborts the reload and the old
+// workers keep serving. On SIGTERM or SIGINT, or when its context ends, it
+// disconnects every worker and returns once they have finished. [Scale]
+// changes the number of workers while it runs. [RunOption] values change
+// the signals, the timeouts and the backoff, and add a logger, a health
+// check, a memory limit ([WithMaxMemory]) and orphan reaping
+// ([WithSubreaper]). Under systemd (NOTIFY_SOCKET) it reports readiness,
+// reloads and the shutdown.
 //
 // Serve HTTP in a worker with ServeHTTP rather than [http.Serve] or
 // srv.Serve. A disconnected worker (by a reload, a shutdown, or
@@ -56,7 +60,9 @@
 // off, so that every request in progress or already sent is answered before
 // the connections close; calling [http.Server.Shutdown] instead would drop the
 // requests net/http reads after it began, and doing nothing would leave idle
-// connections open, so that the worker never exits.
+// connections open, so that the worker never exits. Connections taken out of
+// net/http (WebSockets, streams) are the server's to close: [Draining] says
+// when.
 //
 // [Stats] and [Worker.Stats] count connections, messages and restarts;
 // [PublishExpvar] publishes them with expvar.

@@ -31,4 +31,9 @@ var (
 	// ErrProtocol is wrapped by the errors reported when the peer breaks the
 	// channel protocol: malformed or oversized frames, unannounced handles.
 	ErrProtocol = errors.New("clusternet: protocol error")
+
+	// ErrVersion is wrapped by the error reported when a worker speaks a
+	// protocol version the primary does not (a worker built from another
+	// clusternet release); the worker is refused.
+	ErrVersion = errors.New("clusternet: protocol version mismatch")
 )

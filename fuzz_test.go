@@ -164,6 +164,7 @@ func fuzzWorker(tr transport, codec Serialization) *Worker {
 		readerDone: make(chan struct{}),
 		subs:       make(map[uint32]*subscription),
 		listenNote: make(chan struct{}),
+		online:     true, // as after its online report: the stream is what follows
 	}
 	w.ch = newChannel(tr, fuzzMaxFrame)
 	w.ch.limit = sendQueueLimit(w.max)

@@ -99,6 +99,13 @@ type ListenConfig struct {
 	// per worker whatever the scheduling policy (Node's reusePort).
 	ReusePort bool
 
+	// ReuseAddr binds a UDP socket with SO_REUSEADDR (Node's dgram
+	// reuseAddr): sockets that all set it may bind the same address and
+	// port, in one worker or several. In a worker each such ListenPacket
+	// gets a socket of its own from the primary, as in Node. Listen ignores
+	// it: Go sets SO_REUSEADDR on every TCP listener on Unix already.
+	ReuseAddr bool
+
 	// Backlog is the listen queue length; 0 means the system's default.
 	Backlog int
 }
@@ -203,6 +210,8 @@ func (lc *ListenConfig) bindPacket(ctx context.Context, network, address string)
 	nlc := lc.ListenConfig
 	if lc.ReusePort {
 		nlc.Control = chainControl(reusePortControl, nlc.Control)
+	} else if lc.ReuseAddr {
+		nlc.Control = chainControl(reuseAddrControl, nlc.Control)
 	}
 	return nlc.ListenPacket(ctx, network, address)
 }

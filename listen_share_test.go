@@ -126,9 +126,9 @@ func TestListenListeningEvent(t *testing.T) {
 }
 
 // TestListenTwiceInOneWorker: as with net.Listen in one process, a worker
-// that listens twice on one address gets EADDRINUSE the second time, and its
-// first listener goes on as if nothing happened: it serves, and its Close
-// releases the address.
+// that listens twice on one fixed address (a port, a socket file) gets
+// EADDRINUSE the second time, and its first listener goes on as if nothing
+// happened: it serves, and its Close releases the address.
 func TestListenTwiceInOneWorker(t *testing.T) {
 	for _, p := range lnPolicies {
 		t.Run(p.String(), func(t *testing.T) {
@@ -136,7 +136,7 @@ func TestListenTwiceInOneWorker(t *testing.T) {
 				t.Run(nc.name, func(t *testing.T) {
 					lnUsePolicy(t, p)
 					lnCheckFDs(t)
-					asked := nc.address(t)
+					asked := lnFixed(t, nc.network, nc.address(t))
 					w := lnStart(t, nc.network, asked, "twice")
 					if rep := w.mb.wait(t, "second").rep; !rep.InUse {
 						t.Errorf("second Listen(%q, %q) in one worker: %q at %q, want EADDRINUSE", nc.network, asked, rep.Err, rep.Addr)
@@ -247,4 +247,68 @@ func lnKeepAliveRequest(t testing.TB, c net.Conn, br *bufio.Reader) (lnReply, *b
 		t.Fatalf("keep-alive request: %v", err)
 	}
 	return r, br
+}
+
+// lnFixed turns a port-0 address into one with a port that was free a
+// moment ago; a socket path stays.
+func lnFixed(t testing.TB, network, address string) string {
+	t.Helper()
+	if network == "unix" {
+		return address
+	}
+	var c io.Closer
+	var a net.Addr
+	if lnIsPacket(network) {
+		pc, err := net.ListenPacket(network, address)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, a = pc, pc.LocalAddr()
+	} else {
+		ln, err := net.Listen(network, address)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, a = ln, ln.Addr()
+	}
+	c.Close()
+	return a.String()
+}
+
+// TestListenIndexPortZero: as in Node (test-cluster-child-index-net,
+// -child-index-dgram, test-cluster-disconnect), a worker's listens on port
+// 0 are numbered: two in one worker get two ports, and the nth listen of
+// every worker shares one. Once a worker closes its listens on an address,
+// its numbering starts over.
+func TestListenIndexPortZero(t *testing.T) {
+	for _, p := range lnPolicies {
+		t.Run(p.String(), func(t *testing.T) {
+			for _, nc := range lnNets {
+				if nc.network == "unix" {
+					continue // a socket file has no port 0
+				}
+				t.Run(nc.name, func(t *testing.T) {
+					lnUsePolicy(t, p)
+					lnCheckFDs(t)
+					asked := nc.address(t)
+					a := lnStart(t, nc.network, asked, "twice")
+					b := lnStart(t, nc.network, asked, "twice")
+					a2, b2 := a.mb.wait(t, "second").rep, b.mb.wait(t, "second").rep
+					if a2.Err != "" || b2.Err != "" {
+						t.Fatalf("second listens on %s: %q, %q; want both to succeed", asked, a2.Err, b2.Err)
+					}
+					if a.ready.Addr != b.ready.Addr || a2.Addr != b2.Addr {
+						t.Errorf("first listens at %s and %s, second at %s and %s: want the nth listen of each worker on one port", a.ready.Addr, b.ready.Addr, a2.Addr, b2.Addr)
+					}
+					if a.ready.Addr == a2.Addr {
+						t.Errorf("both listens of worker %d at %s: want two ports", a.ID(), a2.Addr)
+					}
+					tg := lnTargetFor(nc, a.ready.Addr)
+					lnUntilAll(t, tg, []int{a.ID(), b.ID()}, 3000)
+					a.ask(t, "close", "closed")
+					b.ask(t, "close", "closed")
+				})
+			}
+		})
+	}
 }

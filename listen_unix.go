@@ -7,6 +7,7 @@ package clusternet
 import (
 	"net"
 	"os"
+	"syscall"
 
 	"github.com/libp2p/go-reuseport"
 	"golang.org/x/sys/unix"
@@ -29,4 +30,15 @@ func setBacklog(ln net.Listener, backlog int) error {
 		return err
 	}
 	return os.NewSyscallError("listen", lerr)
+}
+
+// reuseAddrControl sets SO_REUSEADDR (ListenConfig.ReuseAddr).
+func reuseAddrControl(network, address string, c syscall.RawConn) error {
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	}); err != nil {
+		return err
+	}
+	return os.NewSyscallError("setsockopt", serr)
 }

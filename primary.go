@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Settings is how the primary forks workers, as Node's cluster.settings.
@@ -231,6 +232,7 @@ func Fork(env ...string) (*Worker, error) {
 		subs:       make(map[uint32]*subscription),
 		env:        env,
 		listenNote: make(chan struct{}),
+		started:    time.Now(),
 	}
 	w.ch.limit = sendQueueLimit(s.MaxMessageSize) // before anything is sent
 	cluster.workers[id] = w

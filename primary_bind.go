@@ -15,8 +15,9 @@ func bindStream(network, address string, backlog int, reuse bool) (net.Listener,
 	return lc.bind(context.Background(), network, address, reuse)
 }
 
-// bindPacket binds a UDP socket in the primary.
-func bindPacket(network, address string, reuse bool) (net.PacketConn, error) {
-	lc := ListenConfig{ReusePort: reuse}
+// bindPacket binds a UDP socket in the primary, with SO_REUSEPORT (reuse)
+// or SO_REUSEADDR (reuseAddr).
+func bindPacket(network, address string, reuse, reuseAddr bool) (net.PacketConn, error) {
+	lc := ListenConfig{ReusePort: reuse, ReuseAddr: reuseAddr}
 	return lc.bindPacket(context.Background(), network, address)
 }

@@ -111,13 +111,13 @@ func boundFile(fd int, name string) (dev, ino uint64, ok bool) {
 		err := unix.Fstat(int(pfd), &st)
 		unix.Close(int(pfd))
 		if err == nil {
-			return st.Dev, st.Ino, true
+			return uint64(st.Dev), uint64(st.Ino), true // Dev is 32 bits on some architectures
 		}
 	}
 	if err := unix.Fstatat(unix.AT_FDCWD, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
 		return 0, 0, false
 	}
-	return st.Dev, st.Ino, true
+	return uint64(st.Dev), uint64(st.Ino), true // Dev is 32 bits on some architectures
 }
 
 // workingDir returns the working directory of the worker process p. Only

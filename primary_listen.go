@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -53,6 +54,8 @@ type sharedAddr struct {
 	pending []sysHandle     // accepted, waiting for a worker with room
 	rooms   []int           // distribute's scratch
 	watch   *time.Timer     // modeRR: looks at the queues while any is not empty
+	hold    *time.Timer     // no worker listens, but Run keeps the address open: closes it at heldAddrTimeout
+	spare   sharedSocket    // modeOwn, held: the socket of the last worker, for the next
 	rebind  sharedWatch     // modeShared stream sockets: binds the address again if the socket stops listening
 	closed  bool
 	done    chan struct{} // closed when the accept loop has ended (modeRR)
@@ -82,13 +85,19 @@ func handleListenFrame(w *Worker, f frame) error {
 			return err
 		}
 		w.postListening(a)
+		if s := runningSupervisor(); s != nil {
+			s.kick() // Run may now be ready
+		}
 	case frameUnlisten:
 		key, _, err := parseKeyFrame(f, false)
 		if err != nil {
 			return err
 		}
 		if sub := w.takeSub(key); sub != nil {
-			sub.sa.unsubscribe(sub)
+			// A worker that drains closes its listeners as it leaves:
+			// Run keeps the address for the next worker. One that
+			// closes a listener otherwise means it.
+			sub.sa.unsubscribe(sub, w.leaving() && holdAddrs())
 		}
 	case frameDemand:
 		key, n, err := parseKeyFrame(f, true)
@@ -142,6 +151,8 @@ func listenFor(w *Worker, req listenRequest) (listenReply, []sysHandle) {
 		return refuse(errors.New("the worker is disconnecting"))
 	case n >= maxListensPerWorker:
 		return refuse(fmt.Errorf("the worker already listens on %d addresses, the most one worker may", n))
+	case req.Index < 0 || req.Index >= maxListensPerWorker:
+		return refuse(fmt.Errorf("listen index %d: a worker has at most %d listens open", req.Index, maxListensPerWorker))
 	}
 	if isSocketFile(req.Network, req.Address) {
 		path, err := w.socketPath(req.Address)
@@ -205,6 +216,24 @@ func (w *Worker) socketPath(path string) (string, error) {
 	return filepath.Clean(path), nil
 }
 
+// addrID is the name of the shared address that answers req: its network
+// and address and, for port 0 or SO_REUSEADDR, the index of the listen in
+// the worker when it is not the first: a worker's nth such listen shares
+// the nth socket, as in Node. A fixed address has one socket otherwise, and
+// a worker's second listen on it fails with EADDRINUSE (subscribe), as
+// net.Listen's would.
+func addrID(req listenRequest) string {
+	id := joinNetwork(req.Network, req.Address)
+	_, port, err := net.SplitHostPort(req.Address)
+	if req.Index != 0 && (req.ReuseAddr || err == nil && (port == "0" || port == "")) {
+		id += "#" + strconv.Itoa(req.Index)
+	}
+	if req.ReuseAddr {
+		id += "#reuseaddr" // never shared with sockets bound without it
+	}
+	return id
+}
+
 // binding is an address that a worker's listen is binding, outside
 // cluster.mu: the other workers that ask for it meanwhile wait for it.
 type binding struct {
@@ -215,7 +244,7 @@ type binding struct {
 // findOrBind returns the shared address for req's address, binding it if no worker
 // listens there yet.
 func findOrBind(req listenRequest, mode shareMode, perm os.FileMode) (*sharedAddr, error) {
-	id := joinNetwork(req.Network, req.Address)
+	id := addrID(req)
 	for {
 		cluster.mu.Lock()
 		if sa := cluster.addrs[id]; sa != nil {
@@ -273,7 +302,13 @@ func (sa *sharedAddr) subscribe(w *Worker, req listenRequest) (listenReply, []sy
 		// Copied below, where the worker joins: the watch may replace
 		// the socket (primary_shared_watch_unix.go) until then.
 	case modeOwn:
-		h, boundAt, err = sa.bindOwn(req)
+		// The socket the last worker left, with what is queued on it
+		// (Run holds it: unsubscribe), or a new one.
+		if sub.own = sa.takeSpare(); sub.own != nil {
+			h, err = dupHandle(sub.own)
+		} else {
+			h, sub.own, boundAt, err = sa.bindOwn(req)
+		}
 	}
 	if err != nil {
 		if sa.closeIfUnused() {
@@ -291,6 +326,10 @@ func (sa *sharedAddr) subscribe(w *Worker, req listenRequest) (listenReply, []sy
 		held = err == nil
 	}
 	if !closed && err == nil {
+		if sa.hold != nil {
+			sa.hold.Stop() // held for this worker
+			sa.hold = nil
+		}
 		sa.subs = append(sa.subs, sub)
 		w.mu.Lock()
 		w.subs[sa.key] = sub
@@ -311,6 +350,9 @@ func (sa *sharedAddr) subscribe(w *Worker, req listenRequest) (listenReply, []sy
 		if sub.handoff {
 			closeHandles([]sysHandle{sub.out, sub.peer})
 		}
+		if sub.own != nil {
+			sub.own.Close()
+		}
 		return listenReply{}, nil, err
 	}
 	return listenReply{Key: sa.key, Mode: sa.mode, Address: boundAt}, []sysHandle{h}, nil
@@ -326,7 +368,7 @@ func (w *Worker) usesServer(sa *sharedAddr) bool {
 
 // newSharedAddr binds the address for the first worker, without cluster.mu.
 func newSharedAddr(req listenRequest, mode shareMode, socketMode os.FileMode) (*sharedAddr, error) {
-	sa := &sharedAddr{id: joinNetwork(req.Network, req.Address), mode: mode, packet: req.Packet, network: req.Network, address: req.Address, done: make(chan struct{})}
+	sa := &sharedAddr{id: addrID(req), mode: mode, packet: req.Packet, network: req.Network, address: req.Address, done: make(chan struct{})}
 	sa.cond.L = &sa.mu
 	if mode == modeOwn {
 		// Each worker gets a socket of its own; the first bind fixes the
@@ -372,7 +414,7 @@ func (sa *sharedAddr) bindShared(req listenRequest, socketMode os.FileMode) erro
 	var c io.Closer
 	var addr net.Addr
 	if req.Packet {
-		pc, err := bindPacket(req.Network, req.Address, false)
+		pc, err := bindPacket(req.Network, req.Address, false, req.ReuseAddr)
 		if err != nil {
 			return err
 		}
@@ -404,28 +446,28 @@ func asShared(c io.Closer) (sharedSocket, error) {
 	return nil, fmt.Errorf("clusternet: a %T has no descriptor to share", c)
 }
 
-// bindOwn binds a new SO_REUSEPORT socket for one worker and returns it
-// with the address it is bound to. The binds of one address take turns
-// (the first fixes the port of the next), under sa.bindMu alone.
-func (sa *sharedAddr) bindOwn(req listenRequest) (sysHandle, string, error) {
+// bindOwn binds a new SO_REUSEPORT socket for one worker and returns it,
+// the primary's copy of it (parked), and the address it is bound to. The
+// binds of one address take turns (the first fixes the port of the next),
+// under sa.bindMu alone.
+func (sa *sharedAddr) bindOwn(req listenRequest) (sysHandle, sharedSocket, string, error) {
 	sa.bindMu.Lock()
 	defer sa.bindMu.Unlock()
 	var c interface{ Close() error }
 	var local net.Addr
 	if req.Packet {
-		pc, err := bindPacket(req.Network, sa.address, true)
+		pc, err := bindPacket(req.Network, sa.address, true, false)
 		if err != nil {
-			return 0, "", err
+			return 0, nil, "", err
 		}
 		c, local = pc, pc.LocalAddr()
 	} else {
 		ln, err := bindStream(req.Network, sa.address, req.Backlog, true)
 		if err != nil {
-			return 0, "", err
+			return 0, nil, "", err
 		}
 		c, local = ln, ln.Addr()
 	}
-	defer c.Close()
 	if sa.boundAt == "" {
 		sa.boundAt = joinNetwork(req.Network, local.String())
 		if host, port, err := net.SplitHostPort(sa.address); err == nil && (port == "0" || port == "") {
@@ -433,8 +475,26 @@ func (sa *sharedAddr) bindOwn(req listenRequest) (sysHandle, string, error) {
 			sa.address = net.JoinHostPort(host, bound)
 		}
 	}
-	h, err := dupHandle(c)
-	return h, sa.boundAt, err
+	own, err := park(c) // closes c
+	if err != nil {
+		return 0, nil, "", err
+	}
+	h, err := dupHandle(own)
+	if err != nil {
+		own.Close()
+		return 0, nil, "", err
+	}
+	return h, own, sa.boundAt, nil
+}
+
+// takeSpare returns the socket a modeOwn address kept when its last worker
+// left, for the next worker, or nil.
+func (sa *sharedAddr) takeSpare() sharedSocket {
+	sa.mu.Lock()
+	defer sa.mu.Unlock()
+	s := sa.spare
+	sa.spare = nil
+	return s
 }
 
 // closeIfUnused closes a shared address that no worker uses, and reports whether
@@ -455,9 +515,12 @@ func (sa *sharedAddr) closeIfUnused() bool {
 	return closed
 }
 
-// unsubscribe removes a worker from the shared address, gives the connections it had
-// not taken to the others, and closes the shared address when nobody is left.
-func (sa *sharedAddr) unsubscribe(sub *subscription) {
+// unsubscribe removes a worker from the shared address, gives the
+// connections it had not taken to the others, and closes the shared address
+// when nobody is left, unless hold: then the address stays open, and its
+// accepted connections pending, for up to heldAddrTimeout, until a worker
+// listens there again (a modeOwn address has no socket of its own to keep).
+func (sa *sharedAddr) unsubscribe(sub *subscription, hold bool) {
 	cluster.mu.Lock()
 	sa.mu.Lock()
 	for i, s := range sa.subs {
@@ -475,10 +538,28 @@ func (sa *sharedAddr) unsubscribe(sub *subscription) {
 	if !empty {
 		sa.flushPending()
 	}
+	var drop sharedSocket // closed below, without the locks
+	if sub.own != nil {
+		if empty && hold && !sa.closed {
+			// The last worker of a modeOwn address: its socket stays
+			// open, queue and all, for the next.
+			drop, sa.spare = sa.spare, sub.own
+		} else {
+			drop = sub.own
+		}
+		sub.own = nil
+	}
+	held := empty && hold && !sa.closed && (sa.mode != modeOwn || sa.spare != nil)
+	if held && sa.hold == nil {
+		sa.hold = time.AfterFunc(heldAddrTimeout, func() { sa.closeIfUnused() })
+	}
 	sa.mu.Unlock()
 	var release func()
-	if empty {
+	if empty && !held {
 		release = sa.closeLocked()
+	}
+	if drop != nil {
+		drop.Close()
 	}
 	cluster.mu.Unlock()
 	if release != nil {
@@ -503,15 +584,32 @@ func (sa *sharedAddr) closeLocked() (release func()) {
 	sa.closed = true
 	pending := sa.pending
 	sa.pending = nil
+	owned := []sharedSocket{}
+	if sa.spare != nil {
+		owned = append(owned, sa.spare)
+		sa.spare = nil
+	}
 	for _, sub := range sa.subs {
 		pending = append(pending, sub.takeBack(true)...)
+		if sub.own != nil {
+			owned = append(owned, sub.own)
+			sub.own = nil
+		}
 	}
 	if sa.watch != nil {
 		sa.watch.Stop()
 	}
+	if sa.hold != nil {
+		sa.hold.Stop()
+	}
 	sa.stopSharedWatch()
 	sa.cond.Broadcast()
-	return func() { sa.release(pending) }
+	return func() {
+		for _, s := range owned {
+			s.Close()
+		}
+		sa.release(pending)
+	}
 }
 
 // release closes what a closed shared address holds: the connections nobody took,
@@ -534,9 +632,31 @@ func (sa *sharedAddr) release(pending []sysHandle) {
 
 // dropWorker removes a worker whose channel is closed from every shared address.
 func dropWorker(w *Worker) {
+	hold := holdAddrs()
 	for _, sub := range w.subscriptions(true) {
-		sub.sa.unsubscribe(sub)
+		sub.sa.unsubscribe(sub, hold)
 	}
+}
+
+// heldAddrTimeout bounds how long Run keeps an address open after its last
+// worker left: longer than a respawn's backoff and start, short enough that
+// an address a new release no longer listens on does not take connections
+// for long.
+const heldAddrTimeout = 30 * time.Second
+
+// holdAddrs reports whether an address whose last worker leaves stays open
+// for the next (while Run serves).
+func holdAddrs() bool {
+	s := runningSupervisor()
+	return s != nil && s.holding()
+}
+
+// leaving reports whether w is on its way out: disconnected by the primary,
+// leaving on purpose, or draining on a signal.
+func (w *Worker) leaving() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.disconnecting || w.exitedAfterDisconnect || w.signalled
 }
 
 // subscriptions returns w's subscriptions, and forgets them with clear.

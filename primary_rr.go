@@ -51,6 +51,10 @@ type subscription struct {
 	since   time.Time   // when its queue was last seen empty or shrinking
 	deal    []sysHandle // distribute's share for it
 	records []byte      // handOver's records
+
+	// modeOwn: the primary's copy of the worker's socket, kept so that Run
+	// can hand it, queue and all, to the next worker when this was the last.
+	own sharedSocket
 }
 
 // room returns how many more connections sub may be sent now, looking at

@@ -55,6 +55,9 @@ func startProcess(s *Settings, env []string, stdio *childStdio, channel sysHandl
 		attr.Sys.Credential = cred
 	}
 	setParentDeathSignal(attr.Sys)
+	// A pidfd from the clone on, until FindProcess has opened its own: a
+	// reaper (primary_reap_linux.go) never takes the worker for an orphan.
+	defer pinChild(attr.Sys)()
 	var pid int
 	onForkThread(func() {
 		pid, _, err = syscall.StartProcess(path, append([]string{s.Exec}, s.Args...), attr)

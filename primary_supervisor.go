@@ -31,6 +31,10 @@ type runConfig struct {
 	listenTimeout          time.Duration
 	shutdownSignals        []os.Signal
 	reloadSignals          []os.Signal
+	scaleUp, scaleDown     os.Signal
+	maxMemory              uint64
+	subreaper              bool
+	memoryEvery            time.Duration
 	logger                 *slog.Logger
 }
 
@@ -80,19 +84,44 @@ func WithLogger(l *slog.Logger) RunOption {
 	return func(c *runConfig) { c.logger = l }
 }
 
-// supervisor is the state of a Run.
+// supervisor is the state of a Run: n slots, each kept filled with a worker.
+//
+// A slot is refilled when its worker exits for any reason other than a
+// reload replacing it or the shutdown, after a backoff of its own: one slot
+// whose workers keep crashing does not delay the others, and the crash-loop
+// guard stops the cluster only when no slot holds a healthy worker. Forks for
+// slots run on Run's goroutine (tend) or in a reload, under s.mu, so that a
+// worker is in a slot from the moment it exists.
 type supervisor struct {
-	cfg runConfig
-	log *slog.Logger
+	cfg    runConfig
+	log    *slog.Logger
+	notify *notifier // nil unless NOTIFY_SOCKET is set
+	wake   chan struct{}
+
+	exitMu sync.Mutex // a leaf: exited runs on the event dispatcher
+	exits  []*Worker  // exited, not yet looked at
 
 	mu       sync.Mutex
-	wake     chan struct{} // something in deaths or due changed
-	exits    []*Worker     // exited, not yet looked at
-	due      int           // respawns whose backoff has passed
-	timers   map[*time.Timer]bool
-	deaths   []time.Time
+	slots    []*slot
+	of       map[*Worker]*slot // the slot of every worker in one, serving or a reload's replacement
+	deaths   []time.Time       // deaths of slots' workers within the crash-loop window
 	stopping bool
+	ready    bool // every slot's worker has listened once (READY=1)
 	restarts int
+	lastSlot int // the index of the newest slot
+}
+
+// slot is one of the n workers that Run keeps.
+type slot struct {
+	index   int         // 1..n, for the log
+	w       *Worker     // the worker serving the slot; nil while it is refilled
+	next    *Worker     // a reload's replacement, until it listens or fails
+	env     []string    // the Fork env of the slot's workers
+	deaths  []time.Time // the slot's deaths within the crash-loop window: its backoff
+	failed  int         // forks for the slot that failed in a row: they back off too
+	refill  *time.Timer // the pending refill
+	due     bool        // the refill's backoff has passed
+	removed bool        // Scale took the slot away
 }
 
 var running struct {
@@ -111,12 +140,26 @@ func runningSupervisor() *supervisor {
 // worker is disconnected, those still running after the shutdown timeout are
 // killed, and Run returns nil once all have exited.
 //
-// A worker that dies without having been disconnected is re-forked with the
-// Fork env it had, after a backoff; when workers die faster than the
-// crash-loop limit, Run shuts down and returns an error wrapping
-// ErrCrashLoop that says which worker died how. By default SIGTERM and
-// SIGINT shut down and SIGHUP reloads (see Reload); RunOptions change that,
-// the backoff, the timeouts and the logger.
+// Run holds n slots and converges to one live worker in each after any mix
+// of deaths, reloads and failed forks. A worker that exits without a reload
+// or the shutdown having asked it to is re-forked with the Fork env it had,
+// after a backoff that doubles with each death of that slot's workers within
+// the crash-loop window (a worker that was disconnected on purpose: the
+// shortest backoff); a fork that fails is retried the same way. When more
+// workers die within the window than WithCrashLoop allows and no slot holds
+// a healthy worker (alive, and listening or not dying lately), Run shuts down
+// and returns an error wrapping ErrCrashLoop that says which worker died how;
+// a slot that keeps crashing beside healthy ones only backs off.
+//
+// While Run runs, an address whose workers have all died stays open for up
+// to heldAddrTimeout, and the connections that arrive meanwhile wait (in the
+// listen backlog, or accepted in the primary under SchedRR) for the first
+// worker to listen there again. By default SIGTERM and SIGINT shut down and
+// SIGHUP reloads (see Reload); RunOptions change that, the backoff, the
+// timeouts and the logger. When NOTIFY_SOCKET is set (systemd's Type=notify),
+// Run reports READY=1 once every first worker has listened, RELOADING=1 and
+// READY=1 around a reload, STOPPING=1 at shutdown, and a STATUS= line with
+// each.
 //
 // Run returns ErrNotPrimary in a worker, and an error if another Run is in
 // progress or the first workers cannot be forked.
@@ -135,14 +178,16 @@ func Run(ctx context.Context, n int, opts ...RunOption) error {
 		shutdownTimeout: 30 * time.Second,
 		shutdownSignals: []os.Signal{os.Interrupt, syscall.SIGTERM},
 		reloadSignals:   reloadSignals,
+		memoryEvery:     memoryCheckEvery,
 	}
 	for _, opt := range opts {
 		opt(&cfg)
 	}
-	s := &supervisor{cfg: cfg, log: cfg.logger, wake: make(chan struct{}, 1), timers: make(map[*time.Timer]bool)}
+	s := &supervisor{cfg: cfg, log: cfg.logger, wake: make(chan struct{}, 1), of: make(map[*Worker]*slot)}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	s.notify = newNotifier(s.log)
 	running.mu.Lock()
 	if running.sup != nil {
 		running.mu.Unlock()
@@ -157,33 +202,65 @@ func Run(ctx context.Context, n int, opts ...RunOption) error {
 	}()
 
 	sigs := make(chan os.Signal, 4)
-	if watched := append(append([]os.Signal(nil), cfg.shutdownSignals...), cfg.reloadSignals...); len(watched) > 0 {
+	watched := append(append([]os.Signal(nil), cfg.shutdownSignals...), cfg.reloadSignals...)
+	for _, sig := range []os.Signal{cfg.scaleUp, cfg.scaleDown} {
+		if sig != nil {
+			watched = append(watched, sig)
+		}
+	}
+	if len(watched) > 0 {
 		signal.Notify(sigs, watched...)
 		defer signal.Stop(sigs)
 	}
+	defer startReaper(s.log, cfg.subreaper)()
+	s.mu.Lock()
 	for range n {
-		if _, err := s.fork(nil); err != nil {
+		s.lastSlot++
+		sl := &slot{index: s.lastSlot}
+		s.slots = append(s.slots, sl)
+		w, err := s.forkLocked(sl)
+		if err != nil {
+			s.mu.Unlock()
 			return s.shutdown(err)
 		}
+		sl.w = w
 	}
+	s.mu.Unlock()
 	s.log.Info("cluster running", "workers", n, "policy", SchedulingPolicy())
 
 	var reloadDone chan error
 	reloadCtx, cancelReload := context.WithCancel(ctx)
 	defer cancelReload()
+	var watching sync.WaitGroup
+	if cfg.maxMemory > 0 {
+		watching.Go(func() { s.watchMemory(reloadCtx, cfg.memoryEvery) })
+	}
+	stop := func(cause error) error {
+		cancelReload()
+		waitReload(reloadDone)
+		watching.Wait()
+		return s.shutdown(cause)
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			s.log.Info("shutting down", "reason", context.Cause(ctx))
-			cancelReload()
-			waitReload(reloadDone)
-			return s.shutdown(nil)
+			return stop(nil)
 		case sig := <-sigs:
+			if sig == cfg.scaleUp || sig == cfg.scaleDown {
+				d := 1
+				if sig == cfg.scaleDown {
+					d = -1
+				}
+				if n := s.target() + d; n > 0 {
+					s.log.Info("scaling", "signal", sig, "to", n)
+					s.scale(n)
+				}
+				continue
+			}
 			if !containsSignal(cfg.reloadSignals, sig) {
 				s.log.Info("shutting down", "signal", sig)
-				cancelReload()
-				waitReload(reloadDone)
-				return s.shutdown(nil)
+				return stop(nil)
 			}
 			if reloadDone != nil {
 				s.log.Warn("reload already in progress", "signal", sig)
@@ -191,7 +268,7 @@ func Run(ctx context.Context, n int, opts ...RunOption) error {
 			}
 			s.log.Info("reloading", "signal", sig)
 			reloadDone = make(chan error, 1)
-			go func(done chan<- error) { done <- reload(reloadCtx, cfg.shutdownTimeout, s.log) }(reloadDone)
+			go func(done chan<- error) { done <- s.reload(reloadCtx) }(reloadDone)
 		case err := <-reloadDone:
 			reloadDone = nil
 			if err != nil {
@@ -201,9 +278,7 @@ func Run(ctx context.Context, n int, opts ...RunOption) error {
 			}
 		case <-s.wake:
 			if err := s.tend(); err != nil {
-				cancelReload()
-				waitReload(reloadDone)
-				return s.shutdown(err)
+				return stop(err)
 			}
 		}
 	}
@@ -220,9 +295,9 @@ func containsSignal(sigs []os.Signal, sig os.Signal) bool {
 
 // exited is called from the exit event of every worker while Run is running.
 func (s *supervisor) exited(w *Worker, status ExitStatus) {
-	s.mu.Lock()
+	s.exitMu.Lock()
 	s.exits = append(s.exits, w)
-	s.mu.Unlock()
+	s.exitMu.Unlock()
 	s.kick()
 	if !w.ExitedAfterDisconnect() {
 		s.log.Warn("worker died", "id", w.ID(), "pid", w.Process().Pid, "status", status.String())
@@ -236,76 +311,169 @@ func (s *supervisor) kick() {
 	}
 }
 
-// tend looks at the workers that exited and re-forks those whose backoff has
-// passed. It returns an error when workers die in a loop.
-func (s *supervisor) tend() error {
+// target is the number of workers Run keeps.
+func (s *supervisor) target() int {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.slots)
+}
+
+// holding reports whether Run is serving: an address whose workers are all
+// gone is then kept open for the next ones (primary_listen.go).
+func (s *supervisor) holding() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.stopping
+}
+
+// tend empties the slots whose workers exited, refills those whose backoff
+// has passed, and reports readiness. It returns an error when workers die in
+// a loop and no slot is healthy.
+func (s *supervisor) tend() error {
+	s.exitMu.Lock()
 	exits := s.exits
 	s.exits = nil
-	due := s.due
-	s.due = 0
-	s.mu.Unlock()
+	s.exitMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopping {
+		return nil
+	}
+	now := time.Now()
 	for _, w := range exits {
-		if w.ExitedAfterDisconnect() {
-			continue // disconnected on purpose: a reload or a shutdown
+		sl := s.of[w]
+		if sl == nil || sl.w != w {
+			// Not Run's, a worker a reload replaced, or a reload's
+			// replacement that failed: its reload has seen it.
+			continue
 		}
-		if err := s.died(w); err != nil {
+		delete(s.of, w)
+		sl.w = nil
+		if w.ExitedAfterDisconnect() {
+			if sl.next == nil {
+				s.scheduleLocked(sl, s.cfg.minBackoff)
+			}
+			continue
+		}
+		if err := s.diedLocked(sl, w, now); err != nil {
 			return err
 		}
 	}
-	for range due {
-		s.fork(nil)
+	for _, sl := range s.slots {
+		if !sl.due {
+			continue
+		}
+		sl.due = false
+		if sl.w != nil || sl.next != nil {
+			continue
+		}
+		w, err := s.forkLocked(sl)
+		if err != nil {
+			sl.failed++
+			s.scheduleLocked(sl, s.backoffLocked(sl, now))
+			continue
+		}
+		sl.failed = 0
+		sl.w = w
+		s.restarts++
 	}
+	s.readyLocked()
 	return nil
 }
 
-// died records a death and schedules the respawn.
-func (s *supervisor) died(w *Worker) error {
-	now := time.Now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	kept := s.deaths[:0]
-	for _, t := range s.deaths {
-		if now.Sub(t) < s.cfg.loopWindow {
+// diedLocked records the death of sl's worker w and schedules the refill,
+// unless a reload's replacement is about to take the slot.
+func (s *supervisor) diedLocked(sl *slot, w *Worker, now time.Time) error {
+	s.deaths = append(recent(s.deaths, now, s.cfg.loopWindow), now)
+	sl.deaths = append(recent(sl.deaths, now, s.cfg.loopWindow), now)
+	if len(s.deaths) > s.cfg.loopDeaths && !s.healthyLocked(now) {
+		return fmt.Errorf("%w: %d deaths within %v, more than %d, and no worker is healthy; the last: worker %d (pid %d), %v",
+			ErrCrashLoop, len(s.deaths), s.cfg.loopWindow, s.cfg.loopDeaths, w.ID(), w.Process().Pid, w.exitStatus())
+	}
+	if sl.next != nil {
+		return nil // the replacement takes the slot, or its reload refills it
+	}
+	delay := s.backoffLocked(sl, now)
+	s.scheduleLocked(sl, delay)
+	s.log.Info("re-forking", "slot", sl.index, "after", delay, "replacing", w.ID())
+	return nil
+}
+
+// recent returns the times in ts that are within window of now.
+func recent(ts []time.Time, now time.Time, window time.Duration) []time.Time {
+	kept := ts[:0]
+	for _, t := range ts {
+		if now.Sub(t) < window {
 			kept = append(kept, t)
 		}
 	}
-	s.deaths = append(kept, now)
-	if len(s.deaths) > s.cfg.loopDeaths {
-		return fmt.Errorf("%w: %d deaths within %v, more than %d; the last: worker %d (pid %d), %v",
-			ErrCrashLoop, len(s.deaths), s.cfg.loopWindow, s.cfg.loopDeaths, w.ID(), w.Process().Pid, w.exitStatus())
+	return kept
+}
+
+// healthyLocked reports whether any slot holds a worker that is alive and
+// either listening or of a slot that has not died within the window.
+func (s *supervisor) healthyLocked(now time.Time) bool {
+	for _, sl := range s.slots {
+		w := sl.w
+		if w == nil || w.IsDead() {
+			continue
+		}
+		if len(w.listenedAddresses()) > 0 || len(recent(sl.deaths, now, s.cfg.loopWindow)) == 0 {
+			return true
+		}
 	}
-	delay := s.cfg.minBackoff << (len(s.deaths) - 1)
-	if delay > s.cfg.maxBackoff || delay <= 0 {
-		delay = s.cfg.maxBackoff
+	return false
+}
+
+// backoffLocked is how long sl waits before its next fork: the shortest
+// backoff, doubled for each death within the window and each failed fork
+// in a row.
+func (s *supervisor) backoffLocked(sl *slot, now time.Time) time.Duration {
+	sl.deaths = recent(sl.deaths, now, s.cfg.loopWindow)
+	k := len(sl.deaths) + sl.failed
+	delay := s.cfg.minBackoff
+	for ; k > 1 && delay < s.cfg.maxBackoff; k-- {
+		delay *= 2
+	}
+	return min(delay, s.cfg.maxBackoff)
+}
+
+// scheduleLocked refills sl after delay, unless a refill is pending.
+func (s *supervisor) scheduleLocked(sl *slot, delay time.Duration) {
+	if sl.refill != nil {
+		return
 	}
 	var t *time.Timer
 	t = time.AfterFunc(delay, func() {
-		s.mu.Lock()
-		if s.timers[t] {
-			delete(s.timers, t)
-			s.due++
+		s.mu.Lock() // held by scheduleLocked until t is set
+		if sl.refill == t {
+			sl.refill = nil
+			sl.due = true
 		}
 		s.mu.Unlock()
 		s.kick()
 	})
-	s.timers[t] = true
-	s.restarts++
-	s.log.Info("re-forking", "after", delay, "replacing", w.ID())
-	return nil
+	sl.refill = t
 }
 
-// fork forks a worker with env and arms the listen health check.
-func (s *supervisor) fork(env []string) (*Worker, error) {
-	w, err := Fork(env...)
+// forkLocked forks a worker for sl and arms the listen health check. The
+// fork runs under s.mu (s.mu comes before cluster.mu), so that the
+// shutdown, which sets stopping under it, never misses a worker.
+func (s *supervisor) forkLocked(sl *slot) (*Worker, error) {
+	if s.stopping {
+		return nil, errors.New("clusternet: the cluster is shutting down")
+	}
+	w, err := Fork(sl.env...)
 	if err != nil {
-		s.log.Error("fork failed", "err", err)
+		s.log.Error("fork failed", "slot", sl.index, "err", err)
 		return nil, err
 	}
-	s.log.Info("forked", "id", w.ID(), "pid", w.Process().Pid)
+	sl.env = w.env
+	s.of[w] = sl
+	s.log.Info("forked", "slot", sl.index, "id", w.ID(), "pid", w.Process().Pid)
 	if d := s.cfg.listenTimeout; d > 0 {
 		time.AfterFunc(d, func() {
-			if ok, _ := w.listensOn(nil); ok && len(w.listenedAddresses()) > 0 || w.IsDead() {
+			if len(w.listenedAddresses()) > 0 || w.IsDead() {
 				return
 			}
 			s.log.Warn("worker did not listen in time; replacing it", "id", w.ID(), "timeout", d)
@@ -315,16 +483,38 @@ func (s *supervisor) fork(env []string) (*Worker, error) {
 	return w, nil
 }
 
+// readyLocked tells the service manager that the cluster is ready, once
+// every slot's first worker has listened.
+func (s *supervisor) readyLocked() {
+	if s.ready {
+		return
+	}
+	for _, sl := range s.slots {
+		if sl.w == nil || len(sl.w.listenedAddresses()) == 0 {
+			return
+		}
+	}
+	s.ready = true
+	s.notify.send("READY=1", fmt.Sprintf("STATUS=serving: %d workers listening", len(s.slots)))
+}
+
 // shutdown disconnects every worker, kills those still running after the
 // shutdown timeout, waits for all to exit and returns cause.
 func (s *supervisor) shutdown(cause error) error {
 	s.mu.Lock()
 	s.stopping = true
-	for t := range s.timers {
-		t.Stop()
+	for _, sl := range s.slots {
+		if sl.refill != nil {
+			sl.refill.Stop()
+			sl.refill = nil
+		}
 	}
-	clear(s.timers)
 	s.mu.Unlock()
+	status := "STATUS=stopping: disconnecting the workers"
+	if cause != nil {
+		status = "STATUS=stopping: " + cause.Error()
+	}
+	s.notify.send("STOPPING=1", status)
 	ws := aliveWorkers()
 	for _, w := range ws {
 		w.Disconnect()

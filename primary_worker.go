@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"time"
 )
 
 // forget removes w from Workers(); its shared addresses stay until its
@@ -61,6 +62,9 @@ func (w *Worker) killFromPrimary(sig os.Signal) error {
 	return nil
 }
 
+// refusedGrace is how long a refused worker has to exit by itself.
+const refusedGrace = time.Second
+
 // serve reads the worker's frames until the channel closes, then emits the
 // disconnect event (after an error event when the worker broke the protocol).
 func (w *Worker) serve() {
@@ -97,6 +101,40 @@ func (w *Worker) serve() {
 	})
 }
 
+// refuse answers a worker that speaks protocol version v with frameRefused
+// and reports the refusal (error event). From then on what the worker sends
+// is discarded unread, and the channel stays open so that the worker can
+// read the refusal (closing it could reset it first); a worker that has not
+// exited within refusedGrace is killed.
+func (w *Worker) refuse(v uint32) error {
+	what := fmt.Sprintf("version %d", v)
+	if v == 0 {
+		what = "version 0 (a clusternet release older than versioned handshakes)"
+	}
+	err := fmt.Errorf("%w: worker %d speaks protocol %s, this primary speaks version %d; "+
+		"build the worker and the primary with the same clusternet release, or replace the primary too (Upgrade, or a restart)",
+		ErrVersion, w.id, what, protocolVersion)
+	w.mu.Lock()
+	w.refused = err
+	w.mu.Unlock()
+	msg := err.Error()
+	w.ch.send(outFrame{b: append(newFrame(frameRefused, len(msg), 0), msg...)})
+	w.postError(err)
+	time.AfterFunc(refusedGrace, func() {
+		if !w.IsDead() {
+			w.Kill(os.Kill)
+		}
+	})
+	return nil
+}
+
+// refusal returns why the primary refused w, or nil.
+func (w *Worker) refusal() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.refused
+}
+
 func (w *Worker) readFrames() error {
 	for {
 		f, err := w.ch.reader.next()
@@ -114,17 +152,34 @@ func (w *Worker) handleFrame(f frame) error {
 		closeHandles(f.handles)
 		return protocolErrorf("a frame of kind %d carries %d handle(s)", f.kind, len(f.handles))
 	}
+	w.mu.Lock()
+	online, refused := w.online, w.refused != nil
+	w.mu.Unlock()
+	if refused {
+		closeHandles(f.handles) // unread: it may mean anything
+		return nil
+	}
+	if !online && f.kind != frameOnline {
+		closeHandles(f.handles)
+		return protocolErrorf("a frame of kind %d before the online report", f.kind)
+	}
 	switch f.kind {
 	case frameMessage:
 		return w.deliverMessage(f)
 	case frameOnline:
-		w.mu.Lock()
-		if w.online {
+		if online {
 			// Each report would be an event: a worker repeating it
 			// without end would grow the event queue.
-			w.mu.Unlock()
 			return protocolErrorf("worker reported online twice")
 		}
+		v, err := onlineVersion(f.body)
+		if err != nil {
+			return err
+		}
+		if v != protocolVersion {
+			return w.refuse(v)
+		}
+		w.mu.Lock()
 		w.online = true
 		w.noteLocked()
 		w.mu.Unlock()
@@ -150,6 +205,7 @@ func (w *Worker) handleFrame(f frame) error {
 			return protocolErrorf("a signal report of %d bytes, want 4", len(f.body))
 		}
 		w.mu.Lock()
+		w.signalled = true
 		die := byte(0)
 		if w.killedWith != nil {
 			die = 1 // Kill sent it: the worker dies of it rather than draining

@@ -171,3 +171,23 @@ func TestSignalOneWorker(t *testing.T) {
 	}
 	resp.Body.Close()
 }
+
+// TestScaleSignals: with WithScaleSignals, SIGTTIN adds a worker and
+// SIGTTOU removes one.
+func TestScaleSignals(t *testing.T) {
+	addr := freePort(t)
+	run := relRun(t, 2, addr, nil, WithScaleSignals(syscall.SIGTTIN, syscall.SIGTTOU))
+	syscall.Kill(os.Getpid(), syscall.SIGTTIN)
+	converge(t, 3)
+	// One at a time: signals of one kind that arrive together are one.
+	syscall.Kill(os.Getpid(), syscall.SIGTTOU)
+	converge(t, 2)
+	syscall.Kill(os.Getpid(), syscall.SIGTTOU)
+	converge(t, 1)
+	if err := run.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	if err := Scale(2); err == nil {
+		t.Fatal("Scale without Run succeeded")
+	}
+}

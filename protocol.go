@@ -35,8 +35,52 @@ const (
 	frameRebound                                    // primary → worker: [key], one handle: the address's new socket (below)
 	frameSignalled                                  // worker → primary: [signal]: drains on this signal (below)
 	frameVerdict                                    // primary → worker: [die]: the answer to frameSignalled (below)
+	frameRefused                                    // primary → worker: text: why the worker is refused (below)
 	frameKindEnd
 )
+
+// Versions. The primary and a worker may be different builds: Reload runs
+// the program on disk now, under a primary started from an older one. The
+// worker's first frame is frameOnline, whose body is the protocol version it
+// speaks, 4 bytes big endian (protocolVersion). The primary answers a
+// version it does not speak with frameRefused, whose body is the reason in
+// UTF-8, naming both versions, and discards unread whatever that worker
+// sends next; the worker writes the reason to its standard error and exits
+// with code 1 (the primary kills a worker that does not, after a second). A frameOnline without
+// a body comes from a build older than versions: version 0, refused.
+//
+// So that two builds can always tell each other this much, the framing
+// (frame.go), frameOnline (kind 2) and frameRefused (kind 14) keep their
+// numbers and bodies in every version; anything else may change with the
+// version. A frame other than frameOnline before it is a protocol error.
+//
+// Version 1: this file as it is.
+const protocolVersion = 1
+
+// spokenVersion is the version a worker reports: protocolVersion, except
+// in the tests of a worker built from another release. Set before any init
+// function runs, never after.
+var spokenVersion uint32 = protocolVersion
+
+// onlineFrame is the worker's first frame: online, speaking spokenVersion;
+// version 0 is a build older than versions, whose report had no body.
+func onlineFrame() []byte {
+	if spokenVersion == 0 {
+		return newFrame(frameOnline, 0, 0)
+	}
+	return binary.BigEndian.AppendUint32(newFrame(frameOnline, 4, 0), spokenVersion)
+}
+
+// onlineVersion reads the version in a frameOnline body.
+func onlineVersion(body []byte) (uint32, error) {
+	switch len(body) {
+	case 0:
+		return 0, nil
+	case 4:
+		return binary.BigEndian.Uint32(body), nil
+	}
+	return 0, protocolErrorf("an online report of %d bytes, want 4", len(body))
+}
 
 // frameRebound (primary → worker) replaces the listening socket that a
 // worker accepts on for key, one the primary shares with other workers
@@ -99,9 +143,11 @@ type listenRequest struct {
 	Seq       uint32
 	Network   string
 	Address   string
+	Index     int  `json:",omitempty"` // the worker's listens on this address before this one that are still open (child_listen.go)
 	Backlog   int  `json:",omitempty"`
 	ReusePort bool `json:",omitempty"`
 	Packet    bool `json:",omitempty"`
+	ReuseAddr bool `json:",omitempty"` // UDP: bind with SO_REUSEADDR
 }
 
 // listenReply (frameListenReply) grants an address with a key for the

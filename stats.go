@@ -3,9 +3,11 @@ package clusternet
 // Shared: counters, in the primary and in a worker.
 
 import (
+	"errors"
 	"expvar"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // WorkerStats counts what went through one worker.
@@ -31,7 +33,20 @@ type WorkerStats struct {
 	// of the worker's stdout and stderr dropped unread: Worker.Stdout and
 	// Stderr keep the newest 1 MiB each.
 	OutputDropped uint64
+	// Uptime is how long the worker has run: since its fork in the
+	// primary, since its start in a worker.
+	Uptime time.Duration
+	// RSS is the worker's resident memory in bytes and CPU the processor
+	// time it has used (user and system), read from /proc on Linux; zero
+	// where ResourcesErr says why they could not be read (other systems:
+	// not implemented).
+	RSS          uint64
+	CPU          time.Duration
+	ResourcesErr error `json:"-"`
 }
+
+// errResourcesUnsupported says that RSS and CPU are read on Linux only.
+var errResourcesUnsupported = errors.New("clusternet: per-worker memory and CPU are read on Linux only")
 
 // workerCounters are the counters behind WorkerStats.
 type workerCounters struct {
@@ -62,6 +77,12 @@ func (w *Worker) Stats() WorkerStats {
 	st.MessagesOut = w.stats.messagesOut.Load()
 	st.MessagesDropped = w.stats.messagesDropped.Load()
 	st.OutputDropped = w.stdout.droppedBytes() + w.stderr.droppedBytes()
+	if !w.started.IsZero() {
+		st.Uptime = time.Since(w.started)
+	}
+	if w.proc != nil && !w.IsDead() {
+		st.RSS, st.CPU, st.ResourcesErr = processResources(w.proc.Pid)
+	}
 	return st
 }
 
@@ -70,6 +91,7 @@ type ClusterStats struct {
 	Workers   int // live workers, as in Workers()
 	Forks     int // workers forked so far
 	Restarts  int // workers Run re-forked after they died
+	Target    int // workers Run keeps (Scale changes it); 0 without Run
 	Servers   int // addresses shared with workers
 	Pending   int // connections accepted and waiting for a worker with credit (SchedRR)
 	PerWorker []WorkerStats
@@ -92,6 +114,7 @@ func Stats() ClusterStats {
 	if s := runningSupervisor(); s != nil {
 		s.mu.Lock()
 		st.Restarts = s.restarts
+		st.Target = len(s.slots)
 		s.mu.Unlock()
 	}
 	for _, w := range Workers() {

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // State is a worker's place in its life, as Node's worker.state.
@@ -103,12 +104,16 @@ type Worker struct {
 	env        []string                 // the env given to Fork, for respawns and reloads
 	listenedAt map[string]bool          // network|address the worker reported listening on
 	listenNote chan struct{}            // closed and replaced at each report
+	refused    error                    // why the primary refused the worker (ErrVersion)
+	signalled  bool                     // the worker drains on a signal (frameSignalled)
+	started    time.Time                // when it was forked (in a worker: when the package started)
 
 	// The worker's own (Self(); child*.go).
 	listeners   listenerSet   // its clusternet listeners
 	killOnce    sync.Once     // Kill leaves once
 	early       earlyMessages // messages that came before the first OnMessage
 	drainedOn   atomic.Int32  // the signal it drains on (drainOnSignals), or 0
+	leavingSelf atomic.Bool   // the primary's disconnect came, or the drain began: a failed listen waits (child_listen.go)
 	verdict     chan struct{} // closed when the primary has answered frameSignalled
 	verdictOnce sync.Once
 }
@@ -260,6 +265,25 @@ func (w *Worker) Disconnect() error {
 		return w.disconnectSelf(false)
 	}
 	return w.disconnectFromPrimary()
+}
+
+// CloseChannel closes the channel between the primary and the worker
+// without the disconnect protocol, as Node's worker.process.disconnect()
+// does (process.disconnect() in the worker itself): what was sent before is
+// delivered, then the channel closes. The worker is not drained: it exits
+// with code 0 at once, as a worker whose primary went away does, after its
+// disconnect handlers, and ExitedAfterDisconnect stays false. It returns
+// ErrChannelClosed if the channel is already closed, and in a worker without
+// a channel the reason it has none.
+func (w *Worker) CloseChannel() error {
+	if w.ch == nil {
+		return w.chErr
+	}
+	if w.ch.isClosing() {
+		return ErrChannelClosed
+	}
+	w.ch.shutdown()
+	return nil
 }
 
 // Kill ends the worker. In the primary it sends sig to the worker process
