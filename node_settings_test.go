@@ -252,7 +252,7 @@ func TestNodeCwd(t *testing.T) {
 	if d := cwdOf(); !nodeSameDir(d, here) {
 		t.Errorf("worker ran in %q, want %q", d, here)
 	}
-	tmp := t.TempDir()
+	tmp := testTempDir(t)
 	s := CurrentSettings()
 	s.Dir = tmp
 	withSettings(t, s)

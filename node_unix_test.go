@@ -176,7 +176,7 @@ func TestNodeListenPipeReadableWritable(t *testing.T) {
 func TestNodeNetListenRelativePath(t *testing.T) {
 	require(t, "unix")
 	const socketDir = "./unix-socket-dir"
-	tmp := t.TempDir()
+	tmp := testTempDir(t)
 	name := strings.Repeat("A", 101-len(socketDir))
 	if p := filepath.Join(tmp, socketDir, name); len(p) <= 100 {
 		t.Fatalf("absolute socket path %q is not longer than 100 bytes", p)

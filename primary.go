@@ -182,7 +182,12 @@ func CurrentSettings() Settings {
 // env entries, "KEY=value", are added to the worker's environment and
 // override the primary's and Settings.Env. It returns ErrNotPrimary in a
 // worker, and the start error (a missing program, a bad Dir...) otherwise.
-func Fork(env ...string) (*Worker, error) {
+func Fork(env ...string) (*Worker, error) { return forkWorker(env, nil) }
+
+// forkWorker is Fork. A reload's replacement names the worker it replaces,
+// before anything the new worker sends can be read: under SchedReusePort it
+// takes over that worker's sockets (primary_listen.go).
+func forkWorker(env []string, replaces *Worker) (*Worker, error) {
 	if IsWorker() {
 		return nil, ErrNotPrimary
 	}
@@ -233,6 +238,7 @@ func Fork(env ...string) (*Worker, error) {
 		env:        env,
 		listenNote: make(chan struct{}),
 		started:    time.Now(),
+		replaces:   replaces,
 	}
 	w.ch.limit = sendQueueLimit(s.MaxMessageSize) // before anything is sent
 	cluster.workers[id] = w

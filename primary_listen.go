@@ -304,7 +304,15 @@ func (sa *sharedAddr) subscribe(w *Worker, req listenRequest) (listenReply, []sy
 	case modeOwn:
 		// The socket the last worker left, with what is queued on it
 		// (Run holds it: unsubscribe), or a new one.
-		if sub.own = sa.takeSpare(); sub.own != nil {
+		// A reload's replacement takes over the socket of the worker it
+		// replaces: both accept on it until the old one leaves, and what
+		// is queued there stays for the new one, where closing it would
+		// reset it (the kernel migrates a closing SO_REUSEPORT socket's
+		// queue only with net.ipv4.tcp_migrate_req).
+		if sub.own = sa.takeOwn(w.replaces); sub.own == nil {
+			sub.own = sa.takeSpare()
+		}
+		if sub.own != nil {
 			h, err = dupHandle(sub.own)
 		} else {
 			h, sub.own, boundAt, err = sa.bindOwn(req)
@@ -485,6 +493,24 @@ func (sa *sharedAddr) bindOwn(req listenRequest) (sysHandle, sharedSocket, strin
 		return 0, nil, "", err
 	}
 	return h, own, sa.boundAt, nil
+}
+
+// takeOwn moves the primary's copy of old's modeOwn socket out of old's
+// subscription, for the worker that replaces it, or returns nil.
+func (sa *sharedAddr) takeOwn(old *Worker) sharedSocket {
+	if old == nil {
+		return nil
+	}
+	sa.mu.Lock()
+	defer sa.mu.Unlock()
+	for _, sub := range sa.subs {
+		if sub.w == old && sub.own != nil {
+			s := sub.own
+			sub.own = nil
+			return s
+		}
+	}
+	return nil
 }
 
 // takeSpare returns the socket a modeOwn address kept when its last worker

@@ -52,7 +52,7 @@ func Reload(ctx context.Context) error {
 	log := slog.New(slog.DiscardHandler)
 	for _, old := range Workers() {
 		want := old.listenedAddresses()
-		nw, err := Fork(old.env...)
+		nw, err := forkWorker(old.env, old)
 		if err != nil {
 			return fmt.Errorf("clusternet: reload: forking the replacement of worker %d: %w", old.ID(), err)
 		}
@@ -102,7 +102,7 @@ func (s *supervisor) replaceSlot(ctx context.Context, sl *slot, only *Worker) er
 		return nil
 	}
 	want := old.listenedAddresses()
-	nw, err := s.forkLocked(sl)
+	nw, err := s.forkLocked(sl, old)
 	if err != nil {
 		s.mu.Unlock()
 		return fmt.Errorf("clusternet: reload: forking the replacement of worker %d: %w", old.ID(), err)

@@ -54,7 +54,7 @@ func (s *supervisor) scale(n int) error {
 		s.lastSlot++
 		sl := &slot{index: s.lastSlot}
 		s.slots = append(s.slots, sl)
-		if w, err := s.forkLocked(sl); err == nil {
+		if w, err := s.forkLocked(sl, nil); err == nil {
 			sl.w = w
 		} else {
 			sl.failed++

@@ -218,7 +218,7 @@ func Run(ctx context.Context, n int, opts ...RunOption) error {
 		s.lastSlot++
 		sl := &slot{index: s.lastSlot}
 		s.slots = append(s.slots, sl)
-		w, err := s.forkLocked(sl)
+		w, err := s.forkLocked(sl, nil)
 		if err != nil {
 			s.mu.Unlock()
 			return s.shutdown(err)
@@ -367,7 +367,7 @@ func (s *supervisor) tend() error {
 		if sl.w != nil || sl.next != nil {
 			continue
 		}
-		w, err := s.forkLocked(sl)
+		w, err := s.forkLocked(sl, nil)
 		if err != nil {
 			sl.failed++
 			s.scheduleLocked(sl, s.backoffLocked(sl, now))
@@ -459,11 +459,11 @@ func (s *supervisor) scheduleLocked(sl *slot, delay time.Duration) {
 // forkLocked forks a worker for sl and arms the listen health check. The
 // fork runs under s.mu (s.mu comes before cluster.mu), so that the
 // shutdown, which sets stopping under it, never misses a worker.
-func (s *supervisor) forkLocked(sl *slot) (*Worker, error) {
+func (s *supervisor) forkLocked(sl *slot, replaces *Worker) (*Worker, error) {
 	if s.stopping {
 		return nil, errors.New("clusternet: the cluster is shutting down")
 	}
-	w, err := Fork(sl.env...)
+	w, err := forkWorker(sl.env, replaces)
 	if err != nil {
 		s.log.Error("fork failed", "slot", sl.index, "err", err)
 		return nil, err

@@ -451,3 +451,29 @@ func TestRunScaleUnderLoad(t *testing.T) {
 		})
 	}
 }
+
+// TestReloadReusePortUnderLoad: under SchedReusePort a reload's replacement
+// takes over the old worker's socket, so what is queued there is not reset
+// when the old worker leaves: reloads under load lose nothing, as under
+// SchedRR.
+func TestReloadReusePortUnderLoad(t *testing.T) {
+	setPolicy(t, SchedReusePort)
+	addr := freePort(t)
+	run := relRun(t, 2, addr, nil)
+	ctx, stopLoad := context.WithCancel(context.Background())
+	load, loaded := relLoad(ctx, addr, 16, 0, testTimeout)
+	for i := range 3 {
+		if err := Reload(testContext(t)); err != nil {
+			t.Fatalf("Reload %d: %v", i, err)
+		}
+	}
+	stopLoad()
+	<-loaded
+	t.Logf("3 reloads under SchedReusePort, 16 clients: %v", load)
+	if load.failed != 0 || load.dialFailed != 0 || load.served == 0 {
+		t.Fatalf("reloads under load: %v; %v %v", load, load.failures, load.dialErrs)
+	}
+	if err := run.stop(t); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -107,6 +107,7 @@ type Worker struct {
 	refused    error                    // why the primary refused the worker (ErrVersion)
 	signalled  bool                     // the worker drains on a signal (frameSignalled)
 	started    time.Time                // when it was forked (in a worker: when the package started)
+	replaces   *Worker                  // a reload's replacement: the worker it replaces (set at Fork)
 
 	// The worker's own (Self(); child*.go).
 	listeners   listenerSet   // its clusternet listeners
