@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -55,7 +56,7 @@ type sharedAddr struct {
 	rooms   []int           // distribute's scratch
 	watch   *time.Timer     // modeRR: looks at the queues while any is not empty
 	hold    *time.Timer     // no worker listens, but Run keeps the address open: closes it at heldAddrTimeout
-	spare   sharedSocket    // modeOwn, held: the socket of the last worker, for the next
+	spares  []*spare        // modeOwn under Run: sockets of workers that died, for the next ones
 	rebind  sharedWatch     // modeShared stream sockets: binds the address again if the socket stops listening
 	closed  bool
 	done    chan struct{} // closed when the accept loop has ended (modeRR)
@@ -97,7 +98,7 @@ func handleListenFrame(w *Worker, f frame) error {
 			// A worker that drains closes its listeners as it leaves:
 			// Run keeps the address for the next worker. One that
 			// closes a listener otherwise means it.
-			sub.sa.unsubscribe(sub, w.leaving() && holdAddrs())
+			sub.sa.unsubscribe(sub, w.leaving() && holdAddrs(), false)
 		}
 	case frameDemand:
 		key, n, err := parseKeyFrame(f, true)
@@ -513,14 +514,49 @@ func (sa *sharedAddr) takeOwn(old *Worker) sharedSocket {
 	return nil
 }
 
-// takeSpare returns the socket a modeOwn address kept when its last worker
-// left, for the next worker, or nil.
+// spare is the socket of a modeOwn worker that died under Run, kept open,
+// queue and all, for the worker Run forks in its place: closing it would
+// reset what is queued there (unless the kernel migrates it,
+// net.ipv4.tcp_migrate_req). New connections the kernel hashes to it wait
+// for that worker too, so it is kept only for spareHoldTimeout, past a
+// first respawn's backoff and start; a slot that backs off longer is
+// crash-looping, and its spare is closed. The last socket of an address is
+// kept as long as Run holds the address.
+type spare struct {
+	s sharedSocket
+	t *time.Timer
+}
+
+const spareHoldTimeout = 2 * time.Second
+
+// keepSpareLocked keeps s for the next worker, for d. Called with sa.mu held.
+func (sa *sharedAddr) keepSpareLocked(s sharedSocket, d time.Duration) {
+	sp := &spare{s: s}
+	sp.t = time.AfterFunc(d, func() {
+		sa.mu.Lock()
+		i := slices.Index(sa.spares, sp)
+		if i >= 0 {
+			sa.spares = slices.Delete(sa.spares, i, i+1)
+		}
+		sa.mu.Unlock()
+		if i >= 0 {
+			sp.s.Close()
+		}
+	})
+	sa.spares = append(sa.spares, sp)
+}
+
+// takeSpare returns the oldest socket kept for the next worker, or nil.
 func (sa *sharedAddr) takeSpare() sharedSocket {
 	sa.mu.Lock()
 	defer sa.mu.Unlock()
-	s := sa.spare
-	sa.spare = nil
-	return s
+	if len(sa.spares) == 0 {
+		return nil
+	}
+	sp := sa.spares[0]
+	sa.spares = slices.Delete(sa.spares, 0, 1)
+	sp.t.Stop()
+	return sp.s
 }
 
 // closeIfUnused closes a shared address that no worker uses, and reports whether
@@ -545,8 +581,10 @@ func (sa *sharedAddr) closeIfUnused() bool {
 // connections it had not taken to the others, and closes the shared address
 // when nobody is left, unless hold: then the address stays open, and its
 // accepted connections pending, for up to heldAddrTimeout, until a worker
-// listens there again (a modeOwn address has no socket of its own to keep).
-func (sa *sharedAddr) unsubscribe(sub *subscription, hold bool) {
+// listens there again. A modeOwn address keeps its last worker's socket
+// then, and with died (the worker did not leave on purpose: Run forks
+// another), any worker's, for a while (spare).
+func (sa *sharedAddr) unsubscribe(sub *subscription, hold, died bool) {
 	cluster.mu.Lock()
 	sa.mu.Lock()
 	for i, s := range sa.subs {
@@ -566,16 +604,17 @@ func (sa *sharedAddr) unsubscribe(sub *subscription, hold bool) {
 	}
 	var drop sharedSocket // closed below, without the locks
 	if sub.own != nil {
-		if empty && hold && !sa.closed {
-			// The last worker of a modeOwn address: its socket stays
-			// open, queue and all, for the next.
-			drop, sa.spare = sa.spare, sub.own
-		} else {
+		switch {
+		case hold && !sa.closed && empty:
+			sa.keepSpareLocked(sub.own, heldAddrTimeout)
+		case hold && !sa.closed && died:
+			sa.keepSpareLocked(sub.own, spareHoldTimeout)
+		default:
 			drop = sub.own
 		}
 		sub.own = nil
 	}
-	held := empty && hold && !sa.closed && (sa.mode != modeOwn || sa.spare != nil)
+	held := empty && hold && !sa.closed && (sa.mode != modeOwn || len(sa.spares) > 0)
 	if held && sa.hold == nil {
 		sa.hold = time.AfterFunc(heldAddrTimeout, func() { sa.closeIfUnused() })
 	}
@@ -584,10 +623,10 @@ func (sa *sharedAddr) unsubscribe(sub *subscription, hold bool) {
 	if empty && !held {
 		release = sa.closeLocked()
 	}
+	cluster.mu.Unlock()
 	if drop != nil {
 		drop.Close()
 	}
-	cluster.mu.Unlock()
 	if release != nil {
 		release()
 	}
@@ -611,10 +650,11 @@ func (sa *sharedAddr) closeLocked() (release func()) {
 	pending := sa.pending
 	sa.pending = nil
 	owned := []sharedSocket{}
-	if sa.spare != nil {
-		owned = append(owned, sa.spare)
-		sa.spare = nil
+	for _, sp := range sa.spares {
+		sp.t.Stop()
+		owned = append(owned, sp.s)
 	}
+	sa.spares = nil
 	for _, sub := range sa.subs {
 		pending = append(pending, sub.takeBack(true)...)
 		if sub.own != nil {
@@ -658,9 +698,9 @@ func (sa *sharedAddr) release(pending []sysHandle) {
 
 // dropWorker removes a worker whose channel is closed from every shared address.
 func dropWorker(w *Worker) {
-	hold := holdAddrs()
+	hold, died := holdAddrs(), !w.leaving()
 	for _, sub := range w.subscriptions(true) {
-		sub.sa.unsubscribe(sub, hold)
+		sub.sa.unsubscribe(sub, hold, died)
 	}
 }
 

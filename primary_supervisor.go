@@ -227,6 +227,15 @@ func Run(ctx context.Context, n int, opts ...RunOption) error {
 	}
 	s.mu.Unlock()
 	s.log.Info("cluster running", "workers", n, "policy", SchedulingPolicy())
+	if SchedulingPolicy() == SchedReusePort {
+		// Say which mechanism keeps queued connections: reloads hand the
+		// sockets over either way (primary_listen.go, takeOwn).
+		if on, err := migratesReusePortQueues(); on {
+			s.log.Info("SchedReusePort: the kernel moves the queue of a closing socket to the others (net.ipv4.tcp_migrate_req=1)")
+		} else {
+			s.log.Warn("SchedReusePort: connections queued on the socket of a worker that dies or is scaled away while others serve are reset; set net.ipv4.tcp_migrate_req=1 to have the kernel move them", "err", err)
+		}
+	}
 
 	var reloadDone chan error
 	reloadCtx, cancelReload := context.WithCancel(ctx)
