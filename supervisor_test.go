@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -196,8 +197,22 @@ var slowStarted = sync.OnceValue(func() chan struct{} {
 })
 
 // TestRunShutdownUnderLoad ends Run while requests are in progress in the
-// workers: each must get its answer before the workers exit.
+// workers: each must get its answer before the workers exit, under every
+// policy.
 func TestRunShutdownUnderLoad(t *testing.T) {
+	policies := []Policy{SchedRR, SchedNone, SchedReusePort}
+	if runtime.GOOS == "windows" {
+		policies = policies[:2] // SO_REUSEPORT is Unix's; SchedRR is SchedNone there
+	}
+	for _, p := range policies {
+		t.Run(p.String(), func(t *testing.T) {
+			setPolicy(t, p)
+			runShutdownUnderLoad(t)
+		})
+	}
+}
+
+func runShutdownUnderLoad(t *testing.T) {
 	started := slowStarted()
 	for len(started) > 0 {
 		<-started
