@@ -49,6 +49,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -80,6 +81,7 @@ type options struct {
 	Conc            int           `json:"conc"`
 	Pool            int           `json:"pool"`
 	BalanceWorkers  int           `json:"balance_workers"`
+	Sweep           []int         `json:"sweep,omitempty"` // worker counts for the scaling sweep
 	LightRate       float64       `json:"light_rate"`
 	BalanceDuration time.Duration `json:"balance_duration"`
 	Msg             bool          `json:"msg"`
@@ -101,7 +103,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("compare", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	o := &options{}
-	var modes string
+	var modes, sweep string
 	fs.DurationVar(&o.Duration, "duration", 2*time.Second, "length of each throughput and latency measurement")
 	fs.DurationVar(&o.Slice, "slice", 250*time.Millisecond, "measurements are cut in slices of this length, taken from every mode in turn")
 	fs.DurationVar(&o.Warmup, "warmup", 300*time.Millisecond, "keep-alive warm-up before each mode's measurements")
@@ -115,6 +117,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.IntVar(&o.Conc, "conc", 64, "new connections in flight (closed loop)")
 	fs.IntVar(&o.Pool, "pool", 512, "open-loop goroutines (requests in flight at most)")
 	fs.IntVar(&o.BalanceWorkers, "balance-workers", 4, "workers for the balance measurement")
+	fs.StringVar(&sweep, "sweep", "", "worker counts, comma-separated (1,2,4,8): new connections/s and CPU per connection of every cluster mode at each count")
 	fs.Float64Var(&o.LightRate, "light-rate", 250, "new connections/s for the balance measurement")
 	fs.DurationVar(&o.BalanceDuration, "balance-duration", 2*time.Second, "length of the balance measurement")
 	fs.BoolVar(&o.Msg, "msg", true, "run the message benchmark")
@@ -158,6 +161,16 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		if !slices.Contains(o.Modes, m) {
 			o.Modes = append(o.Modes, m)
 		}
+	}
+	for f := range strings.SplitSeq(sweep, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("-sweep: %q is not a worker count", f)
+		}
+		o.Sweep = append(o.Sweep, n)
 	}
 	o.MsgSizes = []int{0, 64 << 10}
 	switch {

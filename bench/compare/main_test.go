@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
@@ -29,7 +30,7 @@ func TestQuick(t *testing.T) {
 	}
 	out := filepath.Join(t.TempDir(), "compare.json")
 	var stdout, stderr bytes.Buffer
-	if code := run([]string{"-quick", "-json", out}, &stdout, &stderr); code != 0 {
+	if code := run([]string{"-quick", "-sweep", "1", "-json", out}, &stdout, &stderr); code != 0 {
 		t.Fatalf("compare -quick exited with %d\nstdout:\n%s\nstderr:\n%s", code, &stdout, &stderr)
 	}
 	if strings.Contains(stderr.String(), "DATA RACE") {
@@ -61,6 +62,11 @@ func TestQuick(t *testing.T) {
 			Met  *bool
 		}
 		Notes []string
+		Sweep []struct {
+			Workers  int
+			Mode     string
+			NewConns struct{ Median *float64 } `json:"new_conn_per_s"`
+		}
 	}
 	if err := json.Unmarshal(b, &rep); err != nil {
 		t.Fatal(err)
@@ -104,10 +110,22 @@ func TestQuick(t *testing.T) {
 	if len(rep.Listen) != 3 {
 		t.Errorf("Listen latency for %d modes, want 3", len(rep.Listen))
 	}
+	swept := map[string]bool{}
+	for _, r := range rep.Sweep {
+		if r.Workers != 1 || r.NewConns.Median == nil || *r.NewConns.Median <= 0 {
+			t.Errorf("sweep row %+v: want 1 worker and a new conn/s figure", r)
+		}
+		swept[r.Mode] = true
+	}
+	for _, m := range []string{"rr", "none", "reuseport"} {
+		if !swept[m] {
+			t.Errorf("the sweep has no row for %s", m)
+		}
+	}
 	if len(rep.Targets) < 7 {
 		t.Errorf("%d targets, want at least 7", len(rep.Targets))
 	}
-	for _, section := range []string{"Throughput", "Latency", "Balance", "Messages", "Listen latency", "Targets"} {
+	for _, section := range []string{"Throughput", "Scaling", "Latency", "Balance", "Messages", "Listen latency", "Targets"} {
 		if !strings.Contains(stdout.String(), "#### "+section) {
 			t.Errorf("the table has no %s section", section)
 		}
@@ -125,5 +143,11 @@ func TestFlags(t *testing.T) {
 	}
 	if o.Rounds != 2 || o.Duration >= 1e9 || len(o.Modes) != 2 {
 		t.Errorf("-quick -rounds 2 -modes rr,none gave %+v", o)
+	}
+	if _, err := parseFlags([]string{"-sweep", "1,x"}, &stderr); err == nil {
+		t.Error("-sweep 1,x was accepted")
+	}
+	if o, err := parseFlags([]string{"-sweep", "1, 2,8"}, &stderr); err != nil || !slices.Equal(o.Sweep, []int{1, 2, 8}) {
+		t.Errorf("-sweep 1,2,8 gave %v, %v", o.Sweep, err)
 	}
 }

@@ -162,6 +162,30 @@ func (m *measurer) all(rep *Report) {
 	if m.o.ListenIters > 0 && m.ctx.Err() == nil {
 		m.listen(rep, modes)
 	}
+	for _, n := range m.o.Sweep {
+		if m.ctx.Err() != nil {
+			break
+		}
+		m.sweep(rep, modes, n)
+	}
+}
+
+// sweep measures the throughput of every cluster mode with n workers: how
+// each policy scales, and what the primary spends per connection.
+func (m *measurer) sweep(rep *Report, modes []*ModeReport, n int) {
+	var rs []*ModeReport
+	for _, mr := range modes {
+		if mr.Mode != "plain" {
+			rs = append(rs, &ModeReport{Mode: mr.Mode})
+		}
+	}
+	ls := m.startAll(rs, n, fmt.Sprintf("sweep %d", n))
+	m.throughput(ls)
+	m.stopAll(ls)
+	for _, mr := range rs {
+		mr.summarizeThroughput()
+		rep.Sweep = append(rep.Sweep, SweepRow{Workers: n, ModeReport: mr})
+	}
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d)/1e6) }

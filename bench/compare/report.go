@@ -25,7 +25,14 @@ type Report struct {
 	Messages        []*MsgReport    `json:"messages,omitempty"`
 	Listen          []*ListenReport `json:"listen,omitempty"`
 	Targets         []Target        `json:"targets"`
+	Sweep           []SweepRow      `json:"sweep,omitempty"`
 	Failed          bool            `json:"failed"` // some measurement failed
+}
+
+// SweepRow is one mode's throughput with a number of workers (-sweep).
+type SweepRow struct {
+	Workers int `json:"workers"`
+	*ModeReport
 }
 
 // num is a float64 that is null in JSON when it is not finite.
@@ -442,6 +449,21 @@ func printReport(w io.Writer, rep *Report) {
 			fmtPlain(mr.LoadUs, 1), fmtPlain(mr.WorkersUsKA, 1), fmt.Sprintf("%d / %d", mr.RespBytes[0], mr.RespBytes[1]), pct(mr.OtherCPU))
 	}
 	t.print(w)
+
+	if len(rep.Sweep) > 0 {
+		fmt.Fprintf(w, "\n#### Scaling with the number of workers (-sweep; new connections: %d at a time, one request each)\n\n", o.Conc)
+		fmt.Fprintf(w, "On %d CPUs more workers than CPUs share them: the per-connection costs are the figures to read; a policy's ceiling is about 1 / (the primary's µs per connection) when the primary is on a CPU of its own.\n\n", m.CPUs)
+		t = table{}
+		t.add("workers", "mode", "new conn/s", "primary µs/conn", "workers µs/conn", "keep-alive req/s", "other load")
+		for _, r := range rep.Sweep {
+			if len(r.Errors) > 0 {
+				t.add(fmt.Sprint(r.Workers), modeLabel(r.Mode), "failed: "+strings.Join(r.Errors, "; "))
+				continue
+			}
+			t.add(fmt.Sprint(r.Workers), modeLabel(r.Mode), fmtStat(r.NewConns, 0), fmtPlain(r.PrimaryUs, 1), fmtPlain(r.WorkersUs, 1), fmtStat(r.KeepAlive, 0), pct(r.OtherCPU))
+		}
+		t.print(w)
+	}
 
 	if rep.LatencyBase > 0 {
 		fmt.Fprintf(w, "\n#### Latency at a fixed arrival rate, ms (open loop, a new connection per request; a request the generator starts over 2ms late is timed from its due time)\n\n")
