@@ -292,7 +292,10 @@ func (sa *sharedAddr) subscribe(w *Worker, req listenRequest) (listenReply, []sy
 		return listenReply{}, nil, os.NewSyscallError("bind", syscall.EADDRINUSE)
 	}
 	sub := &subscription{sa: sa, w: w}
-	boundAt := sa.boundAt
+	var boundAt string
+	if sa.mode != modeOwn {
+		boundAt = sa.boundAt // set by the bind, before sa was published
+	}
 	var h sysHandle
 	var err error
 	held := false // h is open
@@ -315,6 +318,9 @@ func (sa *sharedAddr) subscribe(w *Worker, req listenRequest) (listenReply, []sy
 		}
 		if sub.own != nil {
 			h, err = dupHandle(sub.own)
+			sa.bindMu.Lock() // guards boundAt under modeOwn
+			boundAt = sa.boundAt
+			sa.bindMu.Unlock()
 		} else {
 			h, sub.own, boundAt, err = sa.bindOwn(req)
 		}
