@@ -154,6 +154,9 @@ func FuzzFraming(f *testing.F) {
 }
 
 // fuzzWorker is a worker as the primary sees it, on a fuzzTransport.
+// fuzzSelf stands for the fuzzed worker's process: this one.
+var fuzzSelf, _ = os.FindProcess(os.Getpid())
+
 func fuzzWorker(tr transport, codec Serialization) *Worker {
 	w := &Worker{
 		id:         1,
@@ -164,7 +167,8 @@ func fuzzWorker(tr transport, codec Serialization) *Worker {
 		readerDone: make(chan struct{}),
 		subs:       make(map[uint32]*subscription),
 		listenNote: make(chan struct{}),
-		online:     true, // as after its online report: the stream is what follows
+		online:     true,     // as after its online report: the stream is what follows
+		proc:       fuzzSelf, // a worker always has one: a relative socket path is resolved in its directory
 	}
 	w.ch = newChannel(tr, fuzzMaxFrame)
 	w.ch.limit = sendQueueLimit(w.max)
