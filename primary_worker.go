@@ -152,9 +152,10 @@ func (w *Worker) handleFrame(f frame) error {
 		closeHandles(f.handles)
 		return protocolErrorf("a frame of kind %d carries %d handle(s)", f.kind, len(f.handles))
 	}
-	w.mu.Lock()
+	// Only the reader, this goroutine, writes online and refused (under
+	// w.mu, for the others that read them): it reads them without the lock,
+	// which every frame would otherwise take once more.
 	online, refused := w.online, w.refused != nil
-	w.mu.Unlock()
 	if refused {
 		closeHandles(f.handles) // unread: it may mean anything
 		return nil

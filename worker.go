@@ -95,7 +95,7 @@ type Worker struct {
 
 	// The primary's view of a worker it forked (primary*.go). Guarded by
 	// mu, except the buffers and env, set at Fork.
-	online     bool                     // the worker reported in (set on receipt, not at the event)
+	online     bool                     // the worker reported in (set on receipt, not at the event; written by its reader only)
 	status     ExitStatus               // how the process ended, once dead
 	killedWith os.Signal                // the signal Kill sent
 	stdout     *outputBuffer            // with Silent
@@ -104,7 +104,7 @@ type Worker struct {
 	env        []string                 // the env given to Fork, for respawns and reloads
 	listenedAt map[string]bool          // network|address the worker reported listening on
 	listenNote chan struct{}            // closed and replaced at each report
-	refused    error                    // why the primary refused the worker (ErrVersion)
+	refused    error                    // why the primary refused the worker (ErrVersion; written by its reader only)
 	signalled  bool                     // the worker drains on a signal (frameSignalled)
 	started    time.Time                // when it was forked (in a worker: when the package started)
 	replaces   *Worker                  // a reload's replacement: the worker it replaces (set at Fork)
