@@ -34,6 +34,11 @@ var (
 
 	// ErrVersion is wrapped by the error reported when a worker speaks a
 	// protocol version the primary does not (a worker built from another
-	// clusternet release); the worker is refused.
+	// clusternet release); the worker is refused. Upgrade's error wraps it
+	// when the new primary speaks another handover version.
 	ErrVersion = errors.New("clusternet: protocol version mismatch")
+
+	// ErrUpgradeInProgress is returned by Upgrade while another upgrade of
+	// this primary is under way.
+	ErrUpgradeInProgress = errors.New("clusternet: an upgrade is already under way")
 )

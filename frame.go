@@ -69,14 +69,15 @@ const readBufSize = 64 << 10
 // handles that arrive with it to the frames that announce them.
 type frameReader struct {
 	t       transport
-	max     int // largest body accepted
+	max     int       // largest body accepted
+	end     frameKind // kinds from 1 below end are known: frameKindEnd, or upgradeKindEnd on an upgrade's handover
 	buf     []byte
 	r, w    int         // buf[r:w] is read but not yet parsed
 	pending []sysHandle // received, not yet claimed by a frame
 }
 
 func newFrameReader(t transport, max int) *frameReader {
-	return &frameReader{t: t, max: max, buf: make([]byte, readBufSize)}
+	return &frameReader{t: t, max: max, end: frameKindEnd, buf: make([]byte, readBufSize)}
 }
 
 func protocolErrorf(format string, args ...any) error {
@@ -102,7 +103,7 @@ func (fr *frameReader) next() (frame, error) {
 	f := frame{kind: frameKind(h[4])}
 	nh := int(h[5])
 	switch {
-	case f.kind == 0 || f.kind >= frameKindEnd:
+	case f.kind == 0 || f.kind >= fr.end:
 		return frame{}, protocolErrorf("unknown frame kind %d", h[4])
 	case h[6] != 0 || h[7] != 0:
 		return frame{}, protocolErrorf("malformed frame header % x", h)

@@ -194,7 +194,11 @@ func forkWorker(env []string, replaces *Worker) (*Worker, error) {
 	if err := checkEnv(env); err != nil {
 		return nil, fmt.Errorf("clusternet: Fork: %w", err)
 	}
-	activatedSockets() // inherited sockets become close-on-exec before any fork
+	// Inherited sockets become close-on-exec before any fork; a primary
+	// that Upgrade started takes the old one's sockets first.
+	if err := upgradeErr(); err != nil {
+		return nil, err
+	}
 	cluster.mu.Lock()
 	defer cluster.mu.Unlock()
 	if cluster.policyErr != nil {

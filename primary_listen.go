@@ -86,6 +86,7 @@ func handleListenFrame(w *Worker, f frame) error {
 			return err
 		}
 		w.postListening(a)
+		upgradePoke() // a primary that Upgrade started may now be ready
 		if s := runningSupervisor(); s != nil {
 			s.kick() // Run may now be ready
 		}
@@ -387,11 +388,15 @@ func newSharedAddr(req listenRequest, mode shareMode, socketMode os.FileMode) (*
 	sa.cond.L = &sa.mu
 	if mode == modeOwn {
 		// Each worker gets a socket of its own; the first bind fixes the
-		// port that ":0" gives the next ones.
+		// port that ":0" gives the next ones. After an upgrade the first
+		// workers take the old primary's workers' sockets.
+		sa.takeInherited()
 		return sa, nil
 	}
-	if err := sa.bindShared(req, socketMode); err != nil {
-		return nil, err
+	if !sa.takeInherited() { // the old primary's socket, after an upgrade
+		if err := sa.bindShared(req, socketMode); err != nil {
+			return nil, err
+		}
 	}
 	if mode == modeShared && !req.Packet {
 		sa.watchShared(req.Backlog, socketMode)
@@ -687,7 +692,7 @@ func (sa *sharedAddr) closeLocked() (release func()) {
 // release closes what a closed shared address holds: the connections nobody took,
 // its socket, and the accept loop's copy of it.
 func (sa *sharedAddr) release(pending []sysHandle) {
-	closeHandles(pending)
+	sa.dropConns(pending)
 	if sa.polled != nil {
 		sa.polled.Close() // wakes the accept loop
 	}

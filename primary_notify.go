@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync/atomic"
 )
 
 // envNotifySocket names the datagram socket a service manager listens on.
@@ -17,8 +18,9 @@ const envNotifySocket = "NOTIFY_SOCKET"
 // newline-separated KEY=value assignments per change, as sd_notify(3) does.
 // A nil notifier sends nothing.
 type notifier struct {
-	addr *net.UnixAddr
-	log  *slog.Logger
+	addr  *net.UnixAddr
+	log   *slog.Logger
+	muted atomic.Bool // the process is no longer the service's main one (Upgrade)
 }
 
 // newNotifier returns a notifier for NOTIFY_SOCKET, or nil when it is not
@@ -40,7 +42,7 @@ func newNotifier(log *slog.Logger) *notifier {
 // send sends the non-empty lines as one notification. A failure is logged:
 // the service manager may have gone, and the cluster serves on regardless.
 func (n *notifier) send(lines ...string) {
-	if n == nil {
+	if n == nil || n.muted.Load() {
 		return
 	}
 	var b strings.Builder
@@ -59,5 +61,13 @@ func (n *notifier) send(lines ...string) {
 	}
 	if err != nil {
 		n.log.Warn("cannot notify the service manager", "NOTIFY_SOCKET", n.addr.Name, "err", err)
+	}
+}
+
+// mute stops the notifications: after Upgrade, the new primary speaks for
+// the service.
+func (n *notifier) mute() {
+	if n != nil {
+		n.muted.Store(true)
 	}
 }

@@ -288,7 +288,7 @@ func (sa *sharedAddr) acceptLoop(rc syscall.RawConn) {
 			delay = 0
 			sa.mu.Lock()
 			if sa.closed {
-				closeHandles(hs)
+				sa.dropConns(hs)
 			} else if rest := sa.distribute(hs); len(rest) > 0 {
 				sa.pending = append(sa.pending, rest...)
 			}

@@ -11,3 +11,6 @@ import (
 
 // reloadSignals are Run's default reload signals.
 var reloadSignals = []os.Signal{syscall.SIGHUP}
+
+// upgradeSignals are Run's default upgrade signals (nginx's and unicorn's).
+var upgradeSignals = []os.Signal{syscall.SIGUSR2}

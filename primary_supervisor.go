@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -31,6 +32,8 @@ type runConfig struct {
 	listenTimeout          time.Duration
 	shutdownSignals        []os.Signal
 	reloadSignals          []os.Signal
+	upgradeSignals         []os.Signal
+	pidFile                string
 	scaleUp, scaleDown     os.Signal
 	maxMemory              uint64
 	subreaper              bool
@@ -95,8 +98,9 @@ func WithLogger(l *slog.Logger) RunOption {
 type supervisor struct {
 	cfg    runConfig
 	log    *slog.Logger
-	notify *notifier // nil unless NOTIFY_SOCKET is set
-	wake   chan struct{}
+	notify   *notifier // nil unless NOTIFY_SOCKET is set
+	wake     chan struct{}
+	upgraded chan struct{} // closed once Upgrade handed the cluster over
 
 	exitMu sync.Mutex // a leaf: exited runs on the event dispatcher
 	exits  []*Worker  // exited, not yet looked at
@@ -178,12 +182,13 @@ func Run(ctx context.Context, n int, opts ...RunOption) error {
 		shutdownTimeout: 30 * time.Second,
 		shutdownSignals: []os.Signal{os.Interrupt, syscall.SIGTERM},
 		reloadSignals:   reloadSignals,
+		upgradeSignals:  upgradeSignals,
 		memoryEvery:     memoryCheckEvery,
 	}
 	for _, opt := range opts {
 		opt(&cfg)
 	}
-	s := &supervisor{cfg: cfg, log: cfg.logger, wake: make(chan struct{}, 1), of: make(map[*Worker]*slot)}
+	s := &supervisor{cfg: cfg, log: cfg.logger, wake: make(chan struct{}, 1), upgraded: make(chan struct{}), of: make(map[*Worker]*slot)}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -201,8 +206,21 @@ func Run(ctx context.Context, n int, opts ...RunOption) error {
 		running.mu.Unlock()
 	}()
 
+	// A primary that Upgrade started takes the old one's sockets first.
+	if err := upgradeErr(); err != nil {
+		return err
+	}
+	if cfg.pidFile != "" {
+		if !inheritingUpgrade() { // else once it takes over: tookOver
+			if err := writePIDFile(cfg.pidFile); err != nil {
+				return err
+			}
+		}
+		defer removePIDFile(cfg.pidFile)
+	}
+
 	sigs := make(chan os.Signal, 4)
-	watched := append(append([]os.Signal(nil), cfg.shutdownSignals...), cfg.reloadSignals...)
+	watched := slices.Concat(cfg.shutdownSignals, cfg.reloadSignals, cfg.upgradeSignals)
 	for _, sig := range []os.Signal{cfg.scaleUp, cfg.scaleDown} {
 		if sig != nil {
 			watched = append(watched, sig)
@@ -237,7 +255,7 @@ func Run(ctx context.Context, n int, opts ...RunOption) error {
 		}
 	}
 
-	var reloadDone chan error
+	var reloadDone, upgradeDone chan error
 	reloadCtx, cancelReload := context.WithCancel(ctx)
 	defer cancelReload()
 	var watching sync.WaitGroup
@@ -247,6 +265,7 @@ func Run(ctx context.Context, n int, opts ...RunOption) error {
 	stop := func(cause error) error {
 		cancelReload()
 		waitReload(reloadDone)
+		waitReload(upgradeDone)
 		watching.Wait()
 		return s.shutdown(cause)
 	}
@@ -255,7 +274,25 @@ func Run(ctx context.Context, n int, opts ...RunOption) error {
 		case <-ctx.Done():
 			s.log.Info("shutting down", "reason", context.Cause(ctx))
 			return stop(nil)
+		case <-s.upgraded:
+			// Upgrade handed the cluster over and drained the workers.
+			cancelReload()
+			waitReload(reloadDone)
+			waitReload(upgradeDone)
+			watching.Wait()
+			s.log.Info("cluster handed over to the new primary")
+			return nil
 		case sig := <-sigs:
+			if containsSignal(cfg.upgradeSignals, sig) {
+				if upgradeDone != nil {
+					s.log.Warn("upgrade already in progress", "signal", sig)
+					continue
+				}
+				s.log.Info("upgrading", "signal", sig)
+				upgradeDone = make(chan error, 1)
+				go func(done chan<- error) { done <- s.upgrade(reloadCtx) }(upgradeDone)
+				continue
+			}
 			if sig == cfg.scaleUp || sig == cfg.scaleDown {
 				d := 1
 				if sig == cfg.scaleDown {
@@ -278,6 +315,11 @@ func Run(ctx context.Context, n int, opts ...RunOption) error {
 			s.log.Info("reloading", "signal", sig)
 			reloadDone = make(chan error, 1)
 			go func(done chan<- error) { done <- s.reload(reloadCtx) }(reloadDone)
+		case err := <-upgradeDone:
+			upgradeDone = nil
+			if err != nil {
+				s.log.Error("upgrade failed; this primary keeps serving", "err", err)
+			}
 		case err := <-reloadDone:
 			reloadDone = nil
 			if err != nil {
@@ -504,13 +546,30 @@ func (s *supervisor) readyLocked() {
 		}
 	}
 	s.ready = true
+	upgradePoke()
+	if inheritingUpgrade() {
+		return // the old primary says READY=1, with this one's pid
+	}
 	s.notify.send("READY=1", fmt.Sprintf("STATUS=serving: %d workers listening", len(s.slots)))
 }
 
-// shutdown disconnects every worker, kills those still running after the
-// shutdown timeout, waits for all to exit and returns cause.
-func (s *supervisor) shutdown(cause error) error {
+// upgrade is Upgrade under Run.
+func (s *supervisor) upgrade(ctx context.Context) error { return upgradeCluster(ctx, s) }
+
+// handOff stops Run's supervision for an upgrade that commits: no refills,
+// no held addresses. It reports false if the cluster is shutting down.
+func (s *supervisor) handOff() bool {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopping {
+		return false
+	}
+	s.stopLocked()
+	return true
+}
+
+// stopLocked stops the supervision: no more forks. Called with s.mu held.
+func (s *supervisor) stopLocked() {
 	s.stopping = true
 	for _, sl := range s.slots {
 		if sl.refill != nil {
@@ -518,27 +577,82 @@ func (s *supervisor) shutdown(cause error) error {
 			sl.refill = nil
 		}
 	}
+}
+
+// tookOver runs when this primary, which Upgrade started, is in charge.
+func (s *supervisor) tookOver() {
+	s.log.Info("took over the cluster from the old primary")
+	if s.cfg.pidFile != "" {
+		if err := writePIDFile(s.cfg.pidFile); err != nil {
+			s.log.Error("cannot write the PID file", "err", err)
+		}
+	}
+}
+
+// upgradeReady reports whether every slot has a worker that is online and,
+// with listens, has listened: a primary that Upgrade started is then ready
+// to take over.
+func (s *supervisor) upgradeReady(listens bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.slots) == 0 {
+		return false
+	}
+	for _, sl := range s.slots {
+		if sl.w == nil {
+			return false
+		}
+		if st := sl.w.State(); st != StateOnline && st != StateListening {
+			return false
+		}
+		if listens && len(sl.w.listenedAddresses()) == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// shutdown disconnects every worker, kills those still running after the
+// shutdown timeout, waits for all to exit and returns cause.
+func (s *supervisor) shutdown(cause error) error {
+	s.mu.Lock()
+	s.stopLocked()
 	s.mu.Unlock()
 	status := "STATUS=stopping: disconnecting the workers"
 	if cause != nil {
 		status = "STATUS=stopping: " + cause.Error()
 	}
 	s.notify.send("STOPPING=1", status)
+	drainWorkers(context.Background(), s.cfg.shutdownTimeout, s.log)
+	closeAllAddrs()
+	s.log.Info("cluster stopped")
+	return cause
+}
+
+// drainWorkers disconnects every worker and waits until all have exited;
+// those still running after timeout (if not 0) or when ctx ends are
+// killed.
+func drainWorkers(ctx context.Context, timeout time.Duration, log *slog.Logger) {
 	ws := aliveWorkers()
 	for _, w := range ws {
 		w.Disconnect()
 	}
-	timeout := time.NewTimer(s.cfg.shutdownTimeout)
-	defer timeout.Stop()
+	var expire <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		expire = t.C
+	}
 	for _, w := range ws {
 		select {
 		case <-w.done:
 			continue
-		case <-timeout.C:
+		case <-expire:
+		case <-ctx.Done():
 		}
 		for _, w := range ws {
 			if !w.IsDead() {
-				s.log.Warn("killing worker after the shutdown timeout", "id", w.ID(), "timeout", s.cfg.shutdownTimeout)
+				log.Warn("killing worker after the shutdown timeout", "id", w.ID(), "timeout", timeout)
 				w.Kill(os.Kill)
 			}
 		}
@@ -547,7 +661,4 @@ func (s *supervisor) shutdown(cause error) error {
 	for _, w := range ws {
 		<-w.done
 	}
-	closeAllAddrs()
-	s.log.Info("cluster stopped")
-	return cause
 }

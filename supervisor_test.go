@@ -52,7 +52,7 @@ type runHandle struct {
 func startRun(t testing.TB, n int, opts ...RunOption) *runHandle {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &runHandle{cancel: cancel, done: make(chan error, 1)}
-	opts = append([]RunOption{WithShutdownSignals(), WithReloadSignals(), WithShutdownTimeout(5 * time.Second)}, opts...)
+	opts = append([]RunOption{WithShutdownSignals(), WithReloadSignals(), WithUpgradeSignals(), WithShutdownTimeout(5 * time.Second)}, opts...)
 	go func() { r.done <- Run(ctx, n, opts...) }()
 	t.Cleanup(func() { r.stop(t) })
 	return r
