@@ -96,8 +96,8 @@ func WithLogger(l *slog.Logger) RunOption {
 // slots run on Run's goroutine (tend) or in a reload, under s.mu, so that a
 // worker is in a slot from the moment it exists.
 type supervisor struct {
-	cfg    runConfig
-	log    *slog.Logger
+	cfg      runConfig
+	log      *slog.Logger
 	notify   *notifier // nil unless NOTIFY_SOCKET is set
 	wake     chan struct{}
 	upgraded chan struct{} // closed once Upgrade handed the cluster over
