@@ -16,6 +16,8 @@ package clusternet
 //	             the arrival check for JSON, against json.Valid
 //	FuzzGob      a message body under Gob serialization, checked and
 //	             decoded on its own and with a decoder kept for its types
+//	FuzzHandover what a new primary reads from the old one in an upgrade
+//	             (fuzz_upgrade_unix_test.go)
 //
 // No input may panic, claim more memory than a bound proportional to its
 // size and the frame limit, or leave a descriptor open.

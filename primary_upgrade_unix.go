@@ -193,6 +193,11 @@ func upgradeCluster(ctx context.Context, s *supervisor) error {
 	if done {
 		return errors.New("clusternet: upgrade: this primary has handed its cluster over already")
 	}
+	if os.Getpid() == 1 {
+		// The new primary is this one's child: when PID 1 exits, the
+		// kernel kills every process of its namespace, the new primary too.
+		return errors.New("clusternet: upgrade: this primary is PID 1 of its PID namespace (a container's entrypoint), whose exit would kill the new primary; run it under an init (docker run --init, tini) to upgrade it, or replace the container")
+	}
 
 	log, timeout, drain := slog.New(slog.DiscardHandler), defaultReplaceTimeout, time.Duration(0)
 	var notify *notifier
@@ -695,32 +700,62 @@ func takeHandover(fdText string) ([]*activatedSocket, error) {
 	})
 	defer timer.Stop()
 
-	addrs := make(map[string]*handedAddr)
-	var socks []*activatedSocket
-	var files []handedSocketFile
-	count := 0
-	fail := func(err error) ([]*activatedSocket, error) {
-		for _, a := range addrs {
-			for _, s := range a.socks {
-				s.Close()
-			}
+	h, err := readHandover(ch)
+	if err != nil {
+		if late.Load() {
+			err = fmt.Errorf("the old primary sent no sockets within %v", upgradeHandshakeTimeout)
 		}
-		for _, s := range socks {
-			s.conn().Close()
-		}
-		for _, f := range files {
-			unix.Close(f.f.dir)
-		}
-		ch.reader.close()
 		ch.abort(err)
+		return nil, err
+	}
+	inheritance.mu.Lock()
+	inheritance.pending = true
+	inheritance.addrs, inheritance.files, inheritance.want = h.addrs, h.files, h.want
+	inheritance.poke = make(chan struct{}, 1)
+	inheritance.done = make(chan struct{})
+	done, poke := inheritance.done, inheritance.poke
+	inheritance.mu.Unlock()
+	go followHandover(ch)
+	go awaitReady(ch, poke, done)
+	return h.socks, nil
+}
+
+// handover is what a new primary was handed.
+type handover struct {
+	addrs map[string]*handedAddr // by ID
+	socks []*activatedSocket     // socket activation's
+	files []handedSocketFile
+	want  []string
+}
+
+// close closes everything in h.
+func (h *handover) close() {
+	for _, a := range h.addrs {
+		for _, s := range a.socks {
+			s.Close()
+		}
+	}
+	for _, s := range h.socks {
+		s.conn().Close()
+	}
+	for _, f := range h.files {
+		unix.Close(f.f.dir)
+	}
+}
+
+// readHandover reads the old primary's sockets, up to upgradeState. On
+// error it has closed everything it read, and the channel is unusable.
+func readHandover(ch *channel) (*handover, error) {
+	h := &handover{addrs: make(map[string]*handedAddr)}
+	count := 0
+	fail := func(err error) (*handover, error) {
+		h.close()
+		ch.reader.close()
 		return nil, err
 	}
 	for {
 		f, err := ch.reader.next()
 		if err != nil {
-			if late.Load() {
-				err = fmt.Errorf("the old primary sent no sockets within %v", upgradeHandshakeTimeout)
-			}
 			return fail(err)
 		}
 		switch f.kind {
@@ -738,17 +773,17 @@ func takeHandover(fdText string) ([]*activatedSocket, error) {
 				return fail(err)
 			}
 			if file.f != nil {
-				files = append(files, file)
+				h.files = append(h.files, file)
 			}
 			if a.Activation != "" {
 				s, err := activatedFromFD(f.handles[0], a.Activation)
 				if err != nil {
 					return fail(fmt.Errorf("socket activation's %s: %w", a.Activation, err))
 				}
-				socks = append(socks, s)
+				h.socks = append(h.socks, s)
 				continue
 			}
-			if prev := addrs[a.ID]; prev != nil {
+			if prev := h.addrs[a.ID]; prev != nil {
 				if prev.Mode != modeOwn || a.Mode != modeOwn {
 					for _, s := range a.socks {
 						s.Close()
@@ -758,23 +793,15 @@ func takeHandover(fdText string) ([]*activatedSocket, error) {
 				prev.socks = append(prev.socks, a.socks...)
 				continue
 			}
-			addrs[a.ID] = a
+			h.addrs[a.ID] = a
 		case upgradeState:
 			var st handoverState
 			if err := json.Unmarshal(f.body, &st); err != nil || len(st.Want) > maxListeningReports || len(f.handles) > 0 {
 				closeHandles(f.handles)
 				return fail(protocolErrorf("malformed handover state"))
 			}
-			inheritance.mu.Lock()
-			inheritance.pending = true
-			inheritance.addrs, inheritance.files, inheritance.want = addrs, files, st.Want
-			inheritance.poke = make(chan struct{}, 1)
-			inheritance.done = make(chan struct{})
-			done, poke := inheritance.done, inheritance.poke
-			inheritance.mu.Unlock()
-			go readHandover(ch)
-			go awaitReady(ch, poke, done)
-			return socks, nil
+			h.want = st.Want
+			return h, nil
 		default:
 			closeHandles(f.handles)
 			return fail(protocolErrorf("the old primary sent a frame of kind %d during the handover", f.kind))
@@ -833,10 +860,10 @@ func btoi(b bool) int {
 	return 0
 }
 
-// readHandover reads the old primary's commit and the connections it
+// followHandover reads the old primary's commit and the connections it
 // forwards, until the channel ends; then this primary is in charge in any
 // case.
-func readHandover(ch *channel) {
+func followHandover(ch *channel) {
 	for {
 		f, err := ch.reader.next()
 		if err != nil {

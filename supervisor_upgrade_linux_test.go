@@ -195,7 +195,8 @@ type upCluster struct {
 	pidFile string
 	addr    string
 
-	forwarded []string // per upgrade, the connections the old primary had accepted and handed over
+	forwarded []string        // per upgrade, the connections the old primary had accepted and handed over
+	took      []time.Duration // per upgrade, from the signal to the old primary's last word
 }
 
 // startUpCluster starts a cluster of up-serve workers on a free port (or on
@@ -284,10 +285,12 @@ func (c *upCluster) pid(t *testing.T) int {
 func (c *upCluster) upgrade(t *testing.T) int {
 	t.Helper()
 	old := c.pid(t)
+	start := time.Now()
 	if err := syscall.Kill(old, syscall.SIGUSR2); err != nil {
 		t.Fatal(err)
 	}
 	line := c.shim.waitLine(t, `msg="handed over"`)
+	c.took = append(c.took, time.Since(start).Round(time.Millisecond))
 	_, n, _ := strings.Cut(line, " connections=")
 	c.forwarded = append(c.forwarded, n)
 	c.shim.waitLine(t, fmt.Sprintf("shim: reaped %d exit code 0", old))
@@ -412,7 +415,7 @@ func TestUpgradeUnderLoad(t *testing.T) {
 					pids = append(pids, c.upgrade(t))
 				}
 			})
-			t.Logf("primaries: %v; accepted connections the old primary handed over, per upgrade: %v", pids, c.forwarded)
+			t.Logf("primaries: %v; per upgrade, accepted connections the old primary handed over: %v, time to hand over and drain: %v", pids, c.forwarded, c.took)
 			c.stop(t)
 		})
 	}

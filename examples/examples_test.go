@@ -12,11 +12,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -455,4 +458,112 @@ func TestWebSocket(t *testing.T) {
 		cl.c.Close(websocket.StatusNormalClosure, "")
 	}
 	e.stop(pids...)
+}
+
+// TestHelloUpgrade deploys hello as an operator would: a new binary moved
+// over the old, then SIGUSR2 to the primary. The old primary hands the
+// cluster over and exits with code 0, a new primary with new workers
+// serves, and no request fails meanwhile.
+func TestHelloUpgrade(t *testing.T) {
+	bin := build(t, "hello")
+	logPath := filepath.Join(t.TempDir(), "log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	e := &example{t: t, addr: freeAddr(t), exited: make(chan struct{})}
+	e.url = "http://" + e.addr + "/"
+	// Output to a file, not a pipe: the new primary writes there after the
+	// old one has exited.
+	e.cmd = exec.Command(bin, "-workers", "2", "-addr", e.addr)
+	e.cmd.Stdout, e.cmd.Stderr = logf, logf
+	e.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // the new primary joins it too
+	if err := e.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		e.waitErr = e.cmd.Wait()
+		close(e.exited)
+	}()
+	output := func() string { b, _ := os.ReadFile(logPath); return string(b) }
+	t.Cleanup(func() {
+		syscall.Kill(-e.cmd.Process.Pid, syscall.SIGKILL) // whatever is left, should the test fail
+		<-e.exited
+		if t.Failed() {
+			t.Logf("hello's output:\n%s", output())
+		}
+	})
+	before := e.workers(2)
+
+	stop, failed := make(chan struct{}), make(chan []string, 1)
+	go func() {
+		var errs []string
+		for {
+			select {
+			case <-stop:
+				failed <- errs
+				return
+			default:
+			}
+			if _, err := get(client, e.url); err != nil {
+				errs = append(errs, err.Error())
+			}
+		}
+	}()
+	// The deploy: a new binary moved over the old, then SIGUSR2.
+	b, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin+".new", b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(bin+".new", bin); err != nil {
+		t.Fatal(err)
+	}
+	e.cmd.Process.Signal(syscall.SIGUSR2)
+	select {
+	case <-e.exited:
+	case <-time.After(timeout):
+		t.Fatal("the old primary did not exit after SIGUSR2")
+	}
+	if e.waitErr != nil {
+		t.Fatalf("the old primary exited with %v after handing over", e.waitErr)
+	}
+	after := e.workers(2)
+	close(stop)
+	if errs := <-failed; len(errs) > 0 {
+		t.Errorf("%d requests failed during the upgrade: %v", len(errs), errs)
+	}
+	for _, pid := range after {
+		for _, old := range before {
+			if pid == old {
+				t.Errorf("worker pid %d served before and after the upgrade", pid)
+			}
+		}
+	}
+	m := regexp.MustCompile(`primary (\d+): 2 workers`).FindAllStringSubmatch(output(), -1)
+	if len(m) != 2 {
+		t.Fatalf("want the start of two primaries in the output, found %d", len(m))
+	}
+	primary, _ := strconv.Atoi(m[1][1])
+	syscall.Kill(primary, syscall.SIGTERM)
+	for _, pid := range append(slices.Collect(maps.Values(after)), primary) {
+		waitFor(t, fmt.Sprintf("pid %d to exit", pid), func() bool { return gone(pid) })
+	}
+	if !strings.Contains(output(), "took over the cluster from the old primary") {
+		t.Error("the new primary did not log its takeover")
+	}
+}
+
+// gone reports whether process pid has exited: it no longer exists, or is
+// a zombie (the new primary's parent was the old primary, gone before it).
+func gone(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return syscall.Kill(pid, 0) == syscall.ESRCH
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	return len(f) > 0 && (f[0] == "Z" || f[0] == "X")
 }

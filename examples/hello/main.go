@@ -1,7 +1,9 @@
 // Command hello is an HTTP server that runs as a cluster: the primary keeps
 // workers running, which all serve on the same address; it re-forks any
-// worker that dies, reloads them without dropping a request on SIGHUP, and
-// shuts down gracefully on SIGINT or SIGTERM.
+// worker that dies, reloads them without dropping a request on SIGHUP,
+// upgrades the primary itself on SIGUSR2 (a new binary moved over this one
+// takes over the cluster, sockets and all), and shuts down gracefully on
+// SIGINT or SIGTERM.
 //
 //	go run ./examples/hello -workers 4 -addr :8000
 //	curl localhost:8000
@@ -61,7 +63,9 @@ func primary(n int) {
 		log.Printf("worker %d (pid %d) exited (%v)", w.ID(), w.Process().Pid, st)
 	})
 	// Run keeps n workers: it re-forks those that die (with backoff), reloads
-	// them one by one on SIGHUP and shuts down gracefully on SIGINT/SIGTERM.
+	// them one by one on SIGHUP, hands the cluster to a new primary started
+	// from the binary on disk on SIGUSR2, and shuts down gracefully on
+	// SIGINT/SIGTERM.
 	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	err := clusternet.Run(context.Background(), n,
 		clusternet.WithLogger(logger),
