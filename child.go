@@ -171,7 +171,7 @@ func (w *Worker) readFramesSelf() error {
 			closeHandles(f.handles)
 			fmt.Fprintf(os.Stderr, "clusternet: the primary refused this worker: %s\n", f.body)
 			os.Exit(1)
-		case frameListenReply, frameReclaimed, frameRebound:
+		case frameListenReply, frameReclaimed, frameRebound, frameAdopt:
 			err = w.listeners.handleFrame(w, f)
 		default:
 			closeHandles(f.handles)

@@ -6,10 +6,12 @@ package clusternet
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"sync"
 	"syscall"
@@ -250,8 +252,30 @@ func (s *listenerSet) handleFrame(w *Worker, f frame) error {
 			return nil
 		}
 		tl.replace(listenerFromHandle(&f.handles[0]))
+	case frameAdopt:
+		key, _, err := parseKeyFrame(frame{kind: f.kind, body: f.body}, false)
+		if err == nil && len(f.handles) == 0 {
+			err = protocolErrorf("connections to adopt without a connection")
+		}
+		if err != nil {
+			closeHandles(f.handles)
+			return err
+		}
+		if tl := s.sharedListener(key); tl == nil || !tl.adopt(f.handles) {
+			giveBack(w, key, f.handles) // closed meanwhile: for the other workers
+		}
 	}
 	return nil
+}
+
+// giveBack sends the primary connections it sent for key that this worker
+// will not accept (frameAdopt).
+func giveBack(w *Worker, key uint32, hs []sysHandle) {
+	for len(hs) > 0 {
+		n := min(len(hs), maxFrameHandles)
+		w.ch.send(outFrame{b: binary.BigEndian.AppendUint32(newFrame(frameAdopt, 4, n), key), handles: hs[:n:n]})
+		hs = hs[n:]
+	}
 }
 
 // sharedListener returns the listener on the primary's socket for key,
@@ -347,16 +371,43 @@ func (s *listenerSet) channelClosed() {
 // which replace puts in Listener's place. Accept waits for it and goes on
 // accepting there: net/http's Serve returns for good on an error that is
 // not temporary, and another worker's doing must not end this one's.
+//
+// A SchedReusePort socket of the worker's own (own) also returns the
+// connections the primary accepted on a retired socket and sent for it
+// (frameAdopt, primary_reuseport.go), ahead of its own: adopt queues them
+// and wakes Accept with a deadline in the past.
 type trackedListener struct {
 	net.Listener // the socket accepted on: replaced under mu, read under mu
 	membership
 	addr   net.Addr // if set, the address Addr returns
 	shared bool     // the primary shares the socket with other workers, and may replace it
+	own    bool     // the worker's own SO_REUSEPORT socket: the primary may send connections for it
 
 	mu      sync.Mutex
 	changed chan struct{} // closed when Listener is replaced or the listener closed
 	closed  bool
-	err     error // why the replacement could not be used
+	err     error       // why the replacement could not be used
+	adopted []sysHandle // connections the primary sent, not yet accepted
+	woken   bool        // Listener has a deadline in the past, set by adopt
+}
+
+// deadliner is a listener whose Accept a deadline can end (TCP and Unix
+// listeners).
+type deadliner interface{ SetDeadline(time.Time) error }
+
+// adopt queues connections the primary sent and wakes Accept; it reports
+// false, taking nothing, if the listener is closed.
+func (l *trackedListener) adopt(hs []sysHandle) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return false
+	}
+	l.adopted = append(l.adopted, hs...)
+	if d, ok := l.Listener.(deadliner); ok && !l.woken {
+		l.woken = d.SetDeadline(time.Now()) == nil
+	}
+	return true
 }
 
 // Addr returns the listener's address: for a Unix socket the primary bound,
@@ -385,15 +436,42 @@ func (l *trackedListener) Accept() (net.Conn, error) {
 			l.changed = make(chan struct{})
 		}
 		changed := l.changed
+		var h sysHandle
+		adopted := len(l.adopted) > 0 && !closed
+		if adopted {
+			h = l.adopted[0]
+			l.adopted = l.adopted[1:]
+		}
 		l.mu.Unlock()
 		if rerr != nil {
 			return nil, rerr
 		}
-		c, err := ln.Accept()
+		var c net.Conn
+		var err error
+		if adopted {
+			if c, err = connFromHandle(h); err != nil {
+				continue // closed: a connection this process cannot hold
+			}
+		} else {
+			c, err = ln.Accept()
+		}
 		if err == nil {
 			l.set.conns.add(c)
 			self.stats.accepted.Add(1)
 			return c, nil
+		}
+		if l.own && errors.Is(err, os.ErrDeadlineExceeded) {
+			l.mu.Lock()
+			woken := l.woken
+			if woken {
+				// adopt's wake-up: take the deadline off, and the queue.
+				l.woken = false
+				ln.(deadliner).SetDeadline(time.Time{})
+			}
+			l.mu.Unlock()
+			if woken {
+				continue
+			}
 		}
 		if closed || !l.shared || !sharedSocketsRebound || !stoppedListening(err) && !isClosedListenErr(err) {
 			return nil, err
@@ -453,12 +531,16 @@ func (l *trackedListener) notifyLocked() {
 
 func (l *trackedListener) Close() error {
 	l.mu.Lock()
-	ln := l.Listener
+	ln, adopted := l.Listener, l.adopted
+	l.adopted = nil
 	if !l.closed {
 		l.closed = true
 		l.notifyLocked()
 	}
 	l.mu.Unlock()
+	if len(adopted) > 0 {
+		giveBack(self, l.key, adopted) // before the unlisten: for the other workers
+	}
 	err := ln.Close()
 	l.leave(l)
 	return err
@@ -627,7 +709,7 @@ func (w *Worker) listenSelf(ctx context.Context, lc *ListenConfig, network, addr
 		ln, err = listenerFromHandle(h)
 		if err == nil {
 			tl := w.listeners.track(ln, network, rep.Key)
-			tl.shared = rep.Mode == modeShared
+			tl.shared, tl.own = rep.Mode == modeShared, rep.Mode == modeOwn
 			if network == "unix" && rep.Address != "" {
 				// The primary may bind relative to the socket's directory:
 				// the socket's own name for itself is then not the path.

@@ -216,6 +216,8 @@ func FuzzHandles(f *testing.F) {
 	f.Add(fuzzFrame(frameDemand, 0, keyN), uint8(0), uint16(0))
 	f.Add(fuzzFrame(frameUnlisten, 0, key), uint8(0), uint16(0))
 	f.Add(fuzzFrame(frameExitedAfterDisconnect, 0, nil), uint8(0), uint16(0))
+	f.Add(append(fuzzFrame(frameOnline, 0, []byte{0, 0, 0, protocolVersion}), fuzzFrame(frameAdopt, 2, key)...), uint8(0), uint16(2))
+	f.Add(append(fuzzFrame(frameOnline, 0, []byte{0, 0, 0, protocolVersion}), fuzzFrame(frameAdopt, 0, key)...), uint8(0), uint16(0))
 	fuzzRefuseListens(f)
 	f.Fuzz(func(t *testing.T, data []byte, chunk uint8, plan uint16) {
 		fds := openFDs(t)

@@ -52,11 +52,12 @@ type sharedAddr struct {
 	cond    sync.Cond
 	subs    []*subscription // in round-robin order
 	next    int             // round-robin cursor
-	pending []sysHandle     // accepted, waiting for a worker with room
+	pending []sysHandle     // accepted, waiting for a worker with room (modeOwn: from a retired socket, for a worker)
 	rooms   []int           // distribute's scratch
 	watch   *time.Timer     // modeRR: looks at the queues while any is not empty
 	hold    *time.Timer     // no worker listens, but Run keeps the address open: closes it at heldAddrTimeout
 	spares  []*spare        // modeOwn under Run: sockets of workers that died, for the next ones
+	retired []*retiredSocket // modeOwn: sockets of workers that left, accepted on by the primary (primary_reuseport.go)
 	rebind  sharedWatch     // modeShared stream sockets: binds the address again if the socket stops listening
 	closed  bool
 	done    chan struct{} // closed when the accept loop has ended (modeRR)
@@ -317,6 +318,9 @@ func (sa *sharedAddr) subscribe(w *Worker, req listenRequest) (listenReply, []sy
 		if sub.own = sa.takeOwn(w.replaces); sub.own == nil {
 			sub.own = sa.takeSpare()
 		}
+		if sub.own == nil {
+			sub.own = sa.takeRetired()
+		}
 		if sub.own != nil {
 			h, err = dupHandle(sub.own)
 			sa.bindMu.Lock() // guards boundAt under modeOwn
@@ -350,6 +354,9 @@ func (sa *sharedAddr) subscribe(w *Worker, req listenRequest) (listenReply, []sy
 		w.mu.Lock()
 		w.subs[sa.key] = sub
 		w.mu.Unlock()
+		if sa.mode == modeOwn {
+			sa.flushOwnLocked() // what waited for a worker
+		}
 	}
 	sa.mu.Unlock()
 	cluster.mu.Unlock()
@@ -549,8 +556,10 @@ func (sa *sharedAddr) keepSpareLocked(s sharedSocket, d time.Duration) {
 		if i >= 0 {
 			sa.spares = slices.Delete(sa.spares, i, i+1)
 		}
+		// Others serve: their workers take what is queued there.
+		kept := i >= 0 && len(sa.subs) > 0 && !sa.closed && !reusePortMigrates() && sa.retireLocked(sp.s)
 		sa.mu.Unlock()
-		if i >= 0 {
+		if i >= 0 && !kept {
 			sp.s.Close()
 		}
 	})
@@ -610,12 +619,15 @@ func (sa *sharedAddr) unsubscribe(sub *subscription, hold, died bool) {
 	sa.pending = append(sub.takeBack(true), sa.pending...)
 	sub.active = false
 	empty := len(sa.subs) == 0
-	if !empty {
+	if !empty && sa.mode == modeRR {
 		sa.flushPending()
 	}
 	var drop sharedSocket // closed below, without the locks
 	if sub.own != nil {
 		switch {
+		case !sa.closed && !empty && !reusePortMigrates() && sa.retireLocked(sub.own):
+			// The other workers get what is queued there, and what the
+			// kernel still hashes to it (primary_reuseport.go).
 		case hold && !sa.closed && empty:
 			sa.keepSpareLocked(sub.own, heldAddrTimeout)
 		case hold && !sa.closed && died:
@@ -625,7 +637,7 @@ func (sa *sharedAddr) unsubscribe(sub *subscription, hold, died bool) {
 		}
 		sub.own = nil
 	}
-	held := empty && hold && !sa.closed && (sa.mode != modeOwn || len(sa.spares) > 0)
+	held := empty && hold && !sa.closed && (sa.mode != modeOwn || len(sa.spares) > 0 || len(sa.retired) > 0)
 	if held && sa.hold == nil {
 		sa.hold = time.AfterFunc(heldAddrTimeout, func() { sa.closeIfUnused() })
 	}
@@ -666,6 +678,7 @@ func (sa *sharedAddr) closeLocked() (release func()) {
 		owned = append(owned, sp.s)
 	}
 	sa.spares = nil
+	retired := sa.closeRetiredLocked()
 	for _, sub := range sa.subs {
 		pending = append(pending, sub.takeBack(true)...)
 		if sub.own != nil {
@@ -685,6 +698,7 @@ func (sa *sharedAddr) closeLocked() (release func()) {
 		for _, s := range owned {
 			s.Close()
 		}
+		closeRetired(retired)
 		sa.release(pending)
 	}
 }

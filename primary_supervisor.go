@@ -248,10 +248,10 @@ func Run(ctx context.Context, n int, opts ...RunOption) error {
 	if SchedulingPolicy() == SchedReusePort {
 		// Say which mechanism keeps queued connections: reloads hand the
 		// sockets over either way (primary_listen.go, takeOwn).
-		if on, err := migratesReusePortQueues(); on {
-			s.log.Info("SchedReusePort: the kernel moves the queue of a closing socket to the others (net.ipv4.tcp_migrate_req=1)")
+		if reusePortMigrates() {
+			s.log.Info("SchedReusePort: the kernel moves the queue of a socket whose worker leaves to the others (net.ipv4.tcp_migrate_req=1)")
 		} else {
-			s.log.Warn("SchedReusePort: connections queued on the socket of a worker that dies or is scaled away while others serve are reset; set net.ipv4.tcp_migrate_req=1 to have the kernel move them", "err", err)
+			s.log.Info("SchedReusePort: the primary accepts on the socket of a worker that leaves while others serve, and deals its connections to them, until a worker takes the socket back; net.ipv4.tcp_migrate_req=1 has the kernel move the queues instead")
 		}
 	}
 

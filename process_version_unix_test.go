@@ -30,7 +30,7 @@ func TestWorkerOfAnotherVersionIsRefused(t *testing.T) {
 			}
 			want := fmt.Sprintf("speaks protocol version %d, this primary speaks version %d", v, protocolVersion)
 			if v == 0 {
-				want = "speaks protocol version 0 (a clusternet release older than versioned handshakes), this primary speaks version 1"
+				want = fmt.Sprintf("speaks protocol version 0 (a clusternet release older than versioned handshakes), this primary speaks version %d", protocolVersion)
 			}
 			if !strings.Contains(err.Error(), want) {
 				t.Fatalf("error event %q, want it to say %q", err, want)

@@ -36,6 +36,7 @@ const (
 	frameSignalled                                  // worker → primary: [signal]: drains on this signal (below)
 	frameVerdict                                    // primary → worker: [die]: the answer to frameSignalled (below)
 	frameRefused                                    // primary → worker: text: why the worker is refused (below)
+	frameAdopt                                      // either way: [key], connections as handles (below)
 	frameKindEnd
 )
 
@@ -54,8 +55,8 @@ const (
 // numbers and bodies in every version; anything else may change with the
 // version. A frame other than frameOnline before it is a protocol error.
 //
-// Version 1: this file as it is.
-const protocolVersion = 1
+// Version 1: the frames up to frameRefused. Version 2: frameAdopt.
+const protocolVersion = 2
 
 // spokenVersion is the version a worker reports: protocolVersion, except
 // in the tests of a worker built from another release. Set before any init
@@ -94,6 +95,16 @@ func onlineVersion(body []byte) (uint32, error) {
 // (any more, or yet) it closes the handle. Another body length or handle
 // count is a protocol error. Never sent on Windows, where a worker cannot
 // stop a shared listening socket.
+
+// frameAdopt carries connections accepted on a SchedReusePort socket whose
+// worker left (primary_reuseport.go). Body: the key of the address (listen
+// reply mode "own"), 4 bytes big endian; 1 to maxFrameHandles handles, each
+// an accepted connection. Primary → worker: the worker's listener for key
+// returns them from Accept, before what its own socket queues. Worker →
+// primary: connections the primary sent for key that the worker will not
+// return from Accept (its listener for key is closed, or unknown); the
+// primary deals them to the address's other workers. Another body length,
+// or no handle, is a protocol error.
 
 // frameSignalled (worker → primary) says that the worker got SIGINT or
 // SIGTERM and drains, as on frameDisconnect (see Settings.DieOnSignal).

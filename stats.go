@@ -93,7 +93,17 @@ type ClusterStats struct {
 	Restarts  int // workers Run re-forked after they died
 	Target    int // workers Run keeps (Scale changes it); 0 without Run
 	Servers   int // addresses shared with workers
-	Pending   int // connections accepted and waiting for a worker with credit (SchedRR)
+	Pending   int // connections accepted and waiting for a worker with credit (SchedRR), or for a worker (SchedReusePort, Retired)
+
+	// SchedReusePort: who keeps the connections queued on the socket of a
+	// worker that leaves while others stay (it is disconnected, dies, or
+	// Run scales down): "kernel" where net.ipv4.tcp_migrate_req moves them
+	// to the other sockets, "primary" where the primary keeps the socket,
+	// accepts on it and deals to the workers (docs/guarantees.md).
+	ReusePortQueues string
+	Retired         int    // SchedReusePort: sockets the primary accepts on for workers that left
+	Adopted         uint64 // SchedReusePort: connections the primary accepted on those and dealt to workers
+
 	PerWorker []WorkerStats
 }
 
@@ -109,8 +119,10 @@ func Stats() ClusterStats {
 	for _, sa := range addrs {
 		sa.mu.Lock()
 		st.Pending += len(sa.pending)
+		st.Retired += len(sa.retired)
 		sa.mu.Unlock()
 	}
+	st.ReusePortQueues, st.Adopted = reusePortQueues(), adopted.Load()
 	if s := runningSupervisor(); s != nil {
 		s.mu.Lock()
 		st.Restarts = s.restarts

@@ -7,6 +7,7 @@ package clusternet
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -38,6 +39,12 @@ var _ = func() bool {
 	}
 	return true
 }()
+
+// allPolicies are relPolicies and SchedReusePort.
+var allPolicies = append(relPolicies[:len(relPolicies):len(relPolicies)], struct {
+	name   string
+	policy Policy
+}{"reuseport", SchedReusePort})
 
 // relRun runs Run(n) with rel-serve workers on addr (plus env) and waits
 // until n of them listen.
@@ -71,7 +78,7 @@ func TestReloadBadRelease(t *testing.T) {
 	}{
 		{"crash", "sup-exit", "went away before it listened: exit code 1"},
 		{"silent", "sup-idle", "did not listen within"},
-		{"version", "rel-serve", "speaks protocol version 2, this primary speaks version 1"},
+		{"version", "rel-serve", fmt.Sprintf("speaks protocol version %d, this primary speaks version %d", protocolVersion+1, protocolVersion)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			addr := freePort(t)
@@ -85,7 +92,7 @@ func TestReloadBadRelease(t *testing.T) {
 
 			var env []string
 			if tc.name == "version" {
-				env = []string{envSpeakVersion + "=2"}
+				env = []string{fmt.Sprintf("%s=%d", envSpeakVersion, protocolVersion+1)}
 			}
 			release(t, addr, tc.role, env...)
 			before := forks()
@@ -424,8 +431,11 @@ func keepAliveLoad(t *testing.T, url, method string, during func()) (served, fai
 
 // TestRunScaleUnderLoad scales 2 → 8 → 1 → 4 under load: no request
 // fails, and each time exactly the target number of workers remains.
+// Under SchedReusePort, scaling down retires sockets with connections
+// queued on them: the primary accepts those and deals them to the workers
+// that stay, unless the kernel migrates the queues (primary_reuseport.go).
 func TestRunScaleUnderLoad(t *testing.T) {
-	for _, p := range relPolicies {
+	for _, p := range allPolicies {
 		t.Run(p.name, func(t *testing.T) {
 			setPolicy(t, p.policy)
 			addr := freePort(t)
@@ -443,7 +453,8 @@ func TestRunScaleUnderLoad(t *testing.T) {
 			}
 			stopLoad()
 			<-loaded
-			t.Logf("2 → 8 → 1 → 4 under load: %v", load)
+			st := Stats()
+			t.Logf("2 → 8 → 1 → 4 under load: %v; SchedReusePort queues kept by the %s, %d sockets retired, %d connections accepted on them", load, st.ReusePortQueues, st.Retired, st.Adopted)
 			if load.failed != 0 || load.dialFailed != 0 || load.served == 0 {
 				t.Fatalf("scaling under load: %v; %v %v", load, load.failures, load.dialErrs)
 			}
@@ -541,4 +552,34 @@ chaos:
 	if err := run.stop(t); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestReusePortDisconnectUnderLoad disconnects SchedReusePort workers, with
+// no Run to replace them, one after the other under load: the connections
+// queued on their sockets, and those the kernel still hashes there, go to
+// the worker that stays (primary_reuseport.go), and none is lost.
+func TestReusePortDisconnectUnderLoad(t *testing.T) {
+	setPolicy(t, SchedReusePort)
+	addr := freePort(t)
+	ws := relFork(t, 3, addr)
+	before := Stats().Adopted
+	ctx, stopLoad := context.WithCancel(context.Background())
+	load, loaded := relLoad(ctx, addr, 4, 0, testTimeout)
+	for _, w := range ws[:2] {
+		time.Sleep(200 * time.Millisecond)
+		w.Disconnect()
+		waitDone(t, w)
+	}
+	time.Sleep(200 * time.Millisecond)
+	stopLoad()
+	<-loaded
+	st := Stats()
+	t.Logf("2 of 3 workers disconnected under load: %v; queues kept by the %s, %d sockets retired, %d connections accepted on them", load, st.ReusePortQueues, st.Retired, st.Adopted-before)
+	if load.failed != 0 || load.dialFailed != 0 || load.served == 0 {
+		t.Fatalf("disconnecting under load: %v; %v %v", load, load.failures, load.dialErrs)
+	}
+	if st.ReusePortQueues == "primary" && (st.Retired != 2 || st.Adopted == before) {
+		t.Errorf("%d sockets retired, %d connections accepted on them; want 2 and some", st.Retired, st.Adopted-before)
+	}
+	relServes(t, addr)
 }

@@ -402,10 +402,7 @@ func (c *upCluster) stop(t *testing.T) {
 // binary moved over the program before each: no request fails, and each
 // old primary exits with code 0 once the new one serves.
 func TestUpgradeUnderLoad(t *testing.T) {
-	for _, p := range append(relPolicies, struct {
-		name   string
-		policy Policy
-	}{"reuseport", SchedReusePort}) {
+	for _, p := range allPolicies {
 		t.Run(p.name, func(t *testing.T) {
 			c := startUpCluster(t, envPolicy+"="+policyName(p.policy))
 			pids := []int{c.pid(t)}
