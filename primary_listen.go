@@ -50,15 +50,15 @@ type sharedAddr struct {
 
 	mu      sync.Mutex
 	cond    sync.Cond
-	subs    []*subscription // in round-robin order
-	next    int             // round-robin cursor
-	pending []sysHandle     // accepted, waiting for a worker with room (modeOwn: from a retired socket, for a worker)
-	rooms   []int           // distribute's scratch
-	watch   *time.Timer     // modeRR: looks at the queues while any is not empty
-	hold    *time.Timer     // no worker listens, but Run keeps the address open: closes it at heldAddrTimeout
-	spares  []*spare        // modeOwn under Run: sockets of workers that died, for the next ones
+	subs    []*subscription  // in round-robin order
+	next    int              // round-robin cursor
+	pending []sysHandle      // accepted, waiting for a worker with room (modeOwn: from a retired socket, for a worker)
+	rooms   []int            // distribute's scratch
+	watch   *time.Timer      // modeRR: looks at the queues while any is not empty
+	hold    *time.Timer      // no worker listens, but Run keeps the address open: closes it at heldAddrTimeout
+	spares  []*spare         // modeOwn under Run: sockets of workers that died, for the next ones
 	retired []*retiredSocket // modeOwn: sockets of workers that left, accepted on by the primary (primary_reuseport.go)
-	rebind  sharedWatch     // modeShared stream sockets: binds the address again if the socket stops listening
+	rebind  sharedWatch      // modeShared stream sockets: binds the address again if the socket stops listening
 	closed  bool
 	done    chan struct{} // closed when the accept loop has ended (modeRR)
 }

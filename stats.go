@@ -88,12 +88,12 @@ func (w *Worker) Stats() WorkerStats {
 
 // ClusterStats counts what went through the primary.
 type ClusterStats struct {
-	Workers   int // live workers, as in Workers()
-	Forks     int // workers forked so far
-	Restarts  int // workers Run re-forked after they died
-	Target    int // workers Run keeps (Scale changes it); 0 without Run
-	Servers   int // addresses shared with workers
-	Pending   int // connections accepted and waiting for a worker with credit (SchedRR), or for a worker (SchedReusePort, Retired)
+	Workers  int // live workers, as in Workers()
+	Forks    int // workers forked so far
+	Restarts int // workers Run re-forked after they died
+	Target   int // workers Run keeps (Scale changes it); 0 without Run
+	Servers  int // addresses shared with workers
+	Pending  int // connections accepted and waiting for a worker with credit (SchedRR), or for a worker (SchedReusePort, Retired)
 
 	// SchedReusePort: who keeps the connections queued on the socket of a
 	// worker that leaves while others stay (it is disconnected, dies, or
