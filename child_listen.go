@@ -6,7 +6,6 @@ package clusternet
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -55,6 +54,11 @@ type listenerSet struct {
 	conns   connTracker
 	indexes map[string]*indexSet // by network|address: the indexes of its listens in use
 	indexOf map[uint32]indexRef  // by key: the index its listen took
+
+	// handoffs holds the handoff socket the primary sent for a
+	// SchedReusePort key (frameAdopt) before its listener was made: the
+	// notice can come before the listen reply has been acted on.
+	handoffs map[uint32]sysHandle
 }
 
 // Listen calls are numbered per network and address, as Node numbers
@@ -254,27 +258,53 @@ func (s *listenerSet) handleFrame(w *Worker, f frame) error {
 		tl.replace(listenerFromHandle(&f.handles[0]))
 	case frameAdopt:
 		key, _, err := parseKeyFrame(frame{kind: f.kind, body: f.body}, false)
-		if err == nil && len(f.handles) == 0 {
-			err = protocolErrorf("connections to adopt without a connection")
+		if err == nil && len(f.handles) != 1 {
+			err = protocolErrorf("a handoff socket notice carries %d handle(s), want 1", len(f.handles))
 		}
 		if err != nil {
 			closeHandles(f.handles)
 			return err
 		}
-		if tl := s.sharedListener(key); tl == nil || !tl.adopt(f.handles) {
-			giveBack(w, key, f.handles) // closed meanwhile: for the other workers
+		s.mu.Lock()
+		tl := s.ownListenerLocked(key)
+		if tl == nil {
+			// Not made yet (or closed: unlisten drops it).
+			if old, ok := s.handoffs[key]; ok {
+				closeHandles([]sysHandle{old})
+			}
+			if s.handoffs == nil {
+				s.handoffs = make(map[uint32]sysHandle)
+			}
+			s.handoffs[key] = f.handles[0]
+		}
+		s.mu.Unlock()
+		if tl != nil && !tl.adopt(f.handles[0]) {
+			closeHandles(f.handles) // closed meanwhile: the primary takes back what it sent
 		}
 	}
 	return nil
 }
 
-// giveBack sends the primary connections it sent for key that this worker
-// will not accept (frameAdopt).
-func giveBack(w *Worker, key uint32, hs []sysHandle) {
-	for len(hs) > 0 {
-		n := min(len(hs), maxFrameHandles)
-		w.ch.send(outFrame{b: binary.BigEndian.AppendUint32(newFrame(frameAdopt, 4, n), key), handles: hs[:n:n]})
-		hs = hs[n:]
+// ownListenerLocked returns the SchedReusePort listener for key, or nil.
+// Called with s.mu held.
+func (s *listenerSet) ownListenerLocked(key uint32) *trackedListener {
+	for c := range s.all {
+		if tl, ok := c.(*trackedListener); ok && tl.key == key && tl.own {
+			return tl
+		}
+	}
+	return nil
+}
+
+// claimHandoff gives tl, a SchedReusePort listener just made, the handoff
+// socket the primary sent for it before, if it did.
+func (s *listenerSet) claimHandoff(tl *trackedListener) {
+	s.mu.Lock()
+	h, ok := s.handoffs[tl.key]
+	delete(s.handoffs, tl.key)
+	s.mu.Unlock()
+	if ok && !tl.adopt(h) {
+		closeHandles([]sysHandle{h})
 	}
 }
 
@@ -297,14 +327,18 @@ func (s *listenerSet) unlisten(w *Worker, key uint32) {
 		delete(s.indexOf, key)
 		s.releaseIndexLocked(ref)
 	}
+	if h, ok := s.handoffs[key]; ok {
+		delete(s.handoffs, key)
+		closeHandles([]sysHandle{h})
+	}
 	s.mu.Unlock()
 	w.ch.send(outFrame{b: keyFrame(frameUnlisten, key, 0, false)})
 }
 
 // track registers a listener that accepts on its own socket, so that
 // Disconnect closes it and waits for its connections.
-func (s *listenerSet) track(ln net.Listener, network string, key uint32) *trackedListener {
-	tl := &trackedListener{Listener: ln, membership: membership{set: s, key: key}}
+func (s *listenerSet) track(ln net.Listener, network string, key uint32, mode shareMode) *trackedListener {
+	tl := &trackedListener{Listener: ln, membership: membership{set: s, key: key}, shared: mode == modeShared, own: mode == modeOwn}
 	s.add(tl)
 	return tl
 }
@@ -373,9 +407,10 @@ func (s *listenerSet) channelClosed() {
 // not temporary, and another worker's doing must not end this one's.
 //
 // A SchedReusePort socket of the worker's own (own) also returns the
-// connections the primary accepted on a retired socket and sent for it
-// (frameAdopt, primary_reuseport.go), ahead of its own: adopt queues them
-// and wakes Accept with a deadline in the past.
+// connections the primary accepted on a retired socket and sends on a
+// handoff socket (frameAdopt, primary_reuseport.go), ahead of its own: a
+// watch wakes an Accept waiting on the own socket with a deadline in the
+// past when a record arrives, and Accept takes one record at a time.
 type trackedListener struct {
 	net.Listener // the socket accepted on: replaced under mu, read under mu
 	membership
@@ -386,28 +421,83 @@ type trackedListener struct {
 	mu      sync.Mutex
 	changed chan struct{} // closed when Listener is replaced or the listener closed
 	closed  bool
-	err     error       // why the replacement could not be used
-	adopted []sysHandle // connections the primary sent, not yet accepted
-	woken   bool        // Listener has a deadline in the past, set by adopt
+	err     error         // why the replacement could not be used
+	handoff *net.UnixConn // own: where the primary sends the connections of retired sockets
+	watch   *net.UnixConn // own: a second handle on handoff, which the watch waits on
+	drained chan struct{} // own: Accept found the handoff socket empty; the watch waits again
+	quit    chan struct{} // own: closed by Close, ends the watch
+	woken   bool          // Listener has a deadline in the past, set by the watch
 }
 
 // deadliner is a listener whose Accept a deadline can end (TCP and Unix
 // listeners).
 type deadliner interface{ SetDeadline(time.Time) error }
 
-// adopt queues connections the primary sent and wakes Accept; it reports
-// false, taking nothing, if the listener is closed.
-func (l *trackedListener) adopt(hs []sysHandle) bool {
+// adopt takes h, a handoff socket for this listener, and starts watching
+// it; it reports false, taking nothing, if the listener is closed or has
+// one already.
+func (l *trackedListener) adopt(h sysHandle) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.closed {
+	if l.closed || l.handoff != nil {
 		return false
 	}
-	l.adopted = append(l.adopted, hs...)
-	if d, ok := l.Listener.(deadliner); ok && !l.woken {
-		l.woken = d.SetDeadline(time.Now()) == nil
+	c, err := handoffConn(h)
+	if err != nil {
+		return true // closed by handoffConn: the primary takes back what it sent
 	}
+	watch, err := watchCopy(c)
+	if err != nil {
+		c.Close() // the primary takes back what it sent
+		return true
+	}
+	l.handoff, l.watch, l.drained, l.quit = c, watch, make(chan struct{}, 1), make(chan struct{})
+	go l.watchHandoff(watch, l.drained, l.quit)
 	return true
+}
+
+// watchHandoff wakes Accept whenever the handoff socket has a record and
+// Accept has not found it empty since.
+func (l *trackedListener) watchHandoff(c *net.UnixConn, drained, quit <-chan struct{}) {
+	defer c.Close()
+	for {
+		if err := waitReadable(c); err != nil {
+			return // closed
+		}
+		l.mu.Lock()
+		if d, ok := l.Listener.(deadliner); ok && !l.woken && !l.closed {
+			l.woken = d.SetDeadline(time.Now()) == nil
+		}
+		l.mu.Unlock()
+		select {
+		case <-drained:
+		case <-quit:
+			return
+		}
+	}
+}
+
+// takeHandedOff returns the next connection on the handoff socket, if one
+// waits; ok is false once it is empty.
+func (l *trackedListener) takeHandedOff(c *net.UnixConn, drained chan<- struct{}) (conn net.Conn, ok bool) {
+	for {
+		h, _, err := recvConnNow(c)
+		if errors.Is(err, errConnLost) {
+			continue // reported as under SchedRR: counted, not returned
+		}
+		if err != nil {
+			select { // empty (EAGAIN), closed, or the primary took it back
+			case drained <- struct{}{}:
+			default:
+			}
+			return nil, false
+		}
+		conn, err := connFromHandle(h)
+		if err != nil {
+			continue
+		}
+		return conn, true
+	}
 }
 
 // Addr returns the listener's address: for a Unix socket the primary bound,
@@ -436,25 +526,20 @@ func (l *trackedListener) Accept() (net.Conn, error) {
 			l.changed = make(chan struct{})
 		}
 		changed := l.changed
-		var h sysHandle
-		adopted := len(l.adopted) > 0 && !closed
-		if adopted {
-			h = l.adopted[0]
-			l.adopted = l.adopted[1:]
-		}
+		hc, drained := l.handoff, l.drained
 		l.mu.Unlock()
 		if rerr != nil {
 			return nil, rerr
 		}
-		var c net.Conn
-		var err error
-		if adopted {
-			if c, err = connFromHandle(h); err != nil {
-				continue // closed: a connection this process cannot hold
+		if hc != nil && !closed {
+			if c, ok := l.takeHandedOff(hc, drained); ok {
+				l.set.conns.add(c)
+				self.stats.handed.Add(1)
+				self.stats.accepted.Add(1)
+				return c, nil
 			}
-		} else {
-			c, err = ln.Accept()
 		}
+		c, err := ln.Accept()
 		if err == nil {
 			l.set.conns.add(c)
 			self.stats.accepted.Add(1)
@@ -464,7 +549,8 @@ func (l *trackedListener) Accept() (net.Conn, error) {
 			l.mu.Lock()
 			woken := l.woken
 			if woken {
-				// adopt's wake-up: take the deadline off, and the queue.
+				// The watch's wake-up: take the deadline off, and the
+				// handoff socket's connections.
 				l.woken = false
 				ln.(deadliner).SetDeadline(time.Time{})
 			}
@@ -531,15 +617,18 @@ func (l *trackedListener) notifyLocked() {
 
 func (l *trackedListener) Close() error {
 	l.mu.Lock()
-	ln, adopted := l.Listener, l.adopted
-	l.adopted = nil
+	ln, hc, watch, quit := l.Listener, l.handoff, l.watch, l.quit
 	if !l.closed {
 		l.closed = true
 		l.notifyLocked()
+		if hc != nil {
+			close(quit)
+		}
 	}
 	l.mu.Unlock()
-	if len(adopted) > 0 {
-		giveBack(self, l.key, adopted) // before the unlisten: for the other workers
+	if hc != nil {
+		hc.Close() // the primary takes back what is left there
+		watch.Close()
 	}
 	err := ln.Close()
 	l.leave(l)
@@ -686,7 +775,7 @@ func (w *Worker) listenSelf(ctx context.Context, lc *ListenConfig, network, addr
 		if err != nil {
 			return nil, err
 		}
-		tl := w.listeners.track(ln, network, 0)
+		tl := w.listeners.track(ln, network, 0, "")
 		w.reportListening(addressOf(network, ln.Addr()))
 		return tl, nil
 	}
@@ -708,8 +797,10 @@ func (w *Worker) listenSelf(ctx context.Context, lc *ListenConfig, network, addr
 	default:
 		ln, err = listenerFromHandle(h)
 		if err == nil {
-			tl := w.listeners.track(ln, network, rep.Key)
-			tl.shared, tl.own = rep.Mode == modeShared, rep.Mode == modeOwn
+			tl := w.listeners.track(ln, network, rep.Key, rep.Mode)
+			if tl.own {
+				w.listeners.claimHandoff(tl)
+			}
 			if network == "unix" && rep.Address != "" {
 				// The primary may bind relative to the socket's directory:
 				// the socket's own name for itself is then not the path.

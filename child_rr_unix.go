@@ -216,7 +216,54 @@ func handoffConn(h sysHandle) (*net.UnixConn, error) {
 // connection now; errConnLost, with last, for a record whose descriptor the
 // kernel dropped. The connection's adoption (connFromHandle) has a reserve
 // lent to it.
-func recvConn(c *net.UnixConn) (h sysHandle, last bool, err error) {
+func recvConn(c *net.UnixConn) (h sysHandle, last bool, err error) { return recvRecord(c, true) }
+
+// recvConnNow is recvConn without waiting: EAGAIN when no record waits.
+func recvConnNow(c *net.UnixConn) (h sysHandle, last bool, err error) { return recvRecord(c, false) }
+
+// watchCopy returns a second handle on the handoff socket c, for waiting on
+// it while Accept reads c: one net.Conn serializes its reads, so a wait on
+// c itself would hold up Accept until a record came.
+func watchCopy(c *net.UnixConn) (*net.UnixConn, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	nfd := -1
+	var derr error
+	if err := rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, os.NewSyscallError("fcntl", derr)
+	}
+	return unixConnFromFD(nfd, "clusternet-handoff-watch")
+}
+
+// waitReadable waits until the handoff socket c has a record (or its end),
+// without reading it: a peek, which takes no descriptor.
+func waitReadable(c *net.UnixConn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var b [1]byte
+	var n int
+	var perr error
+	err = rc.Read(func(fd uintptr) bool {
+		n, _, perr = unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK)
+		return perr != unix.EAGAIN
+	})
+	if err == nil {
+		err = perr
+	}
+	if err == nil && n == 0 {
+		err = io.EOF // the primary closed its end
+	}
+	return err
+}
+
+func recvRecord(c *net.UnixConn, wait bool) (h sysHandle, last bool, err error) {
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return -1, false, err
@@ -229,7 +276,7 @@ func recvConn(c *net.UnixConn) (h sysHandle, last bool, err error) {
 		var rerr error
 		err := rc.Read(func(fd uintptr) bool {
 			n, oobn, flags, hs, rerr = rrReserve.recv(int(fd), b[:], oob)
-			return rerr != unix.EAGAIN
+			return rerr != unix.EAGAIN || !wait
 		})
 		if err == nil {
 			err = rerr

@@ -9,19 +9,19 @@ package clusternet
 // Linux 5.14 and later, off by default). Where it does, the primary closes
 // the socket. Where it does not, the primary keeps it, still in the group so
 // that the kernel still hashes connections to it, accepts on it itself, and
-// deals what it accepts to the address's workers, round robin, as frameAdopt
-// frames on their channels: a worker's listener returns an adopted connection
-// from Accept as its own. A worker that later listens on the address (Run
-// refilling the slot, a scale up) takes a retired socket back as its own, and
-// the primary stops accepting there. A worker that closes its listener with
-// adopted connections it has not returned from Accept gives them back
-// (frameAdopt, worker → primary) and the primary deals them to the others;
-// with no worker left they wait in sa.pending for the next. So only the
+// deals what it accepts to the address's workers, round robin, over a
+// handoff socket per worker as SchedRR's (primary_rr.go; frameAdopt gives
+// it to the worker): a worker's listener returns those connections from
+// Accept ahead of its own. What a worker leaves in its handoff socket, the
+// primary takes back when it unlistens or dies and deals to the others; with
+// no worker left it waits in sa.pending for the next. A worker that later
+// listens on the address (Run refilling the slot, a scale up) takes a retired
+// socket back as its own, and the primary stops accepting there. So only the
 // connections a worker had returned from Accept die with it, as under SchedRR.
 //
 // The cost: the connections the kernel hashes to a retired socket take the
-// SchedRR path (an accept and a descriptor passed over the channel), until a
-// worker takes the socket back.
+// SchedRR path (the primary's accept and a descriptor passed over a handoff
+// socket), until a worker takes the socket back.
 
 import (
 	"encoding/binary"
@@ -103,7 +103,7 @@ func (sa *sharedAddr) acceptRetired(r *retiredSocket, rc syscall.RawConn) {
 			if sa.closed {
 				closeHandles(hs)
 			} else {
-				sa.dealOwnLocked(hs, nil)
+				sa.dealOwnLocked(hs)
 			}
 			sa.mu.Unlock()
 		}
@@ -153,33 +153,63 @@ func closeRetired(rs []*retiredSocket) {
 }
 
 // dealOwnLocked deals connections accepted for a modeOwn address to its
-// workers, round robin, skipping not and those on their way out; with none
-// to take them they wait in sa.pending. Called with sa.mu held.
-func (sa *sharedAddr) dealOwnLocked(hs []sysHandle, not *Worker) {
+// workers, round robin, skipping those on their way out, over a handoff
+// socket per worker, as SchedRR's (primary_rr.go), which the first
+// connection for a worker opens and gives it (frameAdopt): what a worker
+// leaves there the primary takes back when it unlistens or dies
+// (unsubscribe), so a connection is lost only if its worker dies after
+// Accept took it. With no worker to take them, or a handoff socket full,
+// they wait in sa.pending for the next deal. Called with sa.mu held.
+func (sa *sharedAddr) dealOwnLocked(hs []sysHandle) {
+	hs = append(sa.pending, hs...)
+	sa.pending = nil
 	var takers []*subscription
 	for _, sub := range sa.subs {
-		if sub.w != not && !sub.w.leaving() {
-			takers = append(takers, sub)
+		if sub.w.leaving() {
+			continue
 		}
+		if !sub.handoff {
+			h, err := sub.openHandoff()
+			if err != nil {
+				continue
+			}
+			b := binary.BigEndian.AppendUint32(newFrame(frameAdopt, 4, 1), sa.key)
+			if sub.w.ch.send(outFrame{b: b, handles: []sysHandle{h}}) != nil {
+				closeHandles([]sysHandle{sub.out, sub.peer})
+				sub.handoff = false
+				continue
+			}
+		}
+		takers = append(takers, sub)
 	}
 	if len(takers) == 0 {
-		sa.pending = append(sa.pending, hs...)
+		sa.pending = hs
 		return
 	}
-	shares := make([][]sysHandle, len(takers))
-	for _, h := range hs {
-		i := sa.next % len(takers)
-		sa.next++
-		shares[i] = append(shares[i], h)
+	for i := range takers {
+		takers[i].deal = takers[i].deal[:0]
 	}
-	for i, share := range shares {
-		for len(share) > 0 {
-			n := min(len(share), maxFrameHandles)
-			b := binary.BigEndian.AppendUint32(newFrame(frameAdopt, 4, n), sa.key)
-			takers[i].w.ch.send(outFrame{b: b, handles: share[:n:n]}) // closes them once sent, or on error
-			takers[i].w.stats.handed.Add(uint64(n))
-			share = share[n:]
+	for _, h := range hs {
+		sub := takers[sa.next%len(takers)]
+		sa.next++
+		sub.deal = append(sub.deal, h)
+	}
+	for _, sub := range takers {
+		if len(sub.deal) == 0 {
+			continue
 		}
+		records := sub.records[:0]
+		for range sub.deal {
+			records = append(records, recordConn)
+		}
+		sub.records = records
+		sent, _ := sendConns(sub.out, sub.deal, records)
+		if sent > 0 {
+			sub.queued += sent
+			sub.w.stats.handed.Add(uint64(sent))
+		}
+		sa.pending = append(sa.pending, sub.deal[sent:]...)
+		sub.deal = sub.deal[:0]
 	}
 }
 
@@ -187,43 +217,6 @@ func (sa *sharedAddr) dealOwnLocked(hs []sysHandle, not *Worker) {
 // address. Called with sa.mu held.
 func (sa *sharedAddr) flushOwnLocked() {
 	if len(sa.pending) > 0 {
-		hs := sa.pending
-		sa.pending = nil
-		sa.dealOwnLocked(hs, nil)
+		sa.dealOwnLocked(nil)
 	}
-}
-
-// adoptReturned handles connections worker w gives back (frameAdopt from a
-// worker): its listener for key closed before Accept returned them. They
-// go to the address's other workers.
-func adoptReturned(w *Worker, f frame) error {
-	key, _, err := parseKeyFrame(frame{kind: f.kind, body: f.body}, false)
-	if err == nil && len(f.handles) == 0 {
-		err = protocolErrorf("connections given back without a connection")
-	}
-	if err != nil {
-		closeHandles(f.handles)
-		return err
-	}
-	cluster.mu.Lock()
-	var sa *sharedAddr
-	for _, a := range cluster.addrs {
-		if a.key == key {
-			sa = a
-			break
-		}
-	}
-	cluster.mu.Unlock()
-	if sa == nil || sa.mode != modeOwn {
-		closeHandles(f.handles) // the address is gone
-		return nil
-	}
-	sa.mu.Lock()
-	defer sa.mu.Unlock()
-	if sa.closed {
-		closeHandles(f.handles)
-		return nil
-	}
-	sa.dealOwnLocked(f.handles, w)
-	return nil
 }

@@ -108,7 +108,7 @@ func (sa *sharedAddr) dropConns(hs []sysHandle) {
 	if len(hs) == 0 {
 		return
 	}
-	if sa.mode == modeRR && forwardConns(sa.id, hs) {
+	if forwardConns(sa.id, hs) {
 		return
 	}
 	closeHandles(hs)

@@ -504,6 +504,9 @@ func (sa *sharedAddr) handover() ([]handoverItem, error) {
 		for _, sp := range sa.spares {
 			socks = append(socks, sp.s)
 		}
+		for _, r := range sa.retired {
+			socks = append(socks, r.s)
+		}
 	} else {
 		a.BoundAt = sa.boundAt
 		socks = append(socks, sa.sock)
@@ -586,6 +589,14 @@ func (p *parkedSocket) adopt(f *socketFile) {
 	if f != nil {
 		unix.Close(f.dir)
 	}
+}
+
+// upgradedAway reports whether this primary has handed its cluster over:
+// the new primary holds every socket, so none is retired here.
+func upgradedAway() bool {
+	upgrading.mu.Lock()
+	defer upgrading.mu.Unlock()
+	return upgrading.to != nil
 }
 
 // forwardConns sends hs, accepted for the address id, to the successor
@@ -896,12 +907,16 @@ func deliverConns(f frame) bool {
 	cluster.mu.Lock()
 	sa := cluster.addrs[body.ID]
 	cluster.mu.Unlock()
-	if sa != nil && sa.mode == modeRR {
+	if sa != nil && sa.mode != modeShared {
 		sa.mu.Lock()
 		if !sa.closed {
-			sa.pending = append(sa.pending, f.handles...)
-			sa.flushPending()
-			sa.cond.Signal()
+			if sa.mode == modeOwn {
+				sa.dealOwnLocked(f.handles)
+			} else {
+				sa.pending = append(sa.pending, f.handles...)
+				sa.flushPending()
+				sa.cond.Signal()
+			}
 			sa.mu.Unlock()
 			return true
 		}

@@ -18,4 +18,5 @@ func upgradeErr() error                     { activatedSockets(); return nil }
 func inheritingUpgrade() bool               { return false }
 func upgradePoke()                          {}
 func forwardConns(string, []sysHandle) bool { return false }
+func upgradedAway() bool                    { return false }
 func (sa *sharedAddr) takeInherited() bool  { return false }

@@ -148,7 +148,7 @@ func (w *Worker) readFrames() error {
 }
 
 func (w *Worker) handleFrame(f frame) error {
-	if f.kind != frameMessage && f.kind != frameAdopt && len(f.handles) > 0 {
+	if f.kind != frameMessage && len(f.handles) > 0 {
 		closeHandles(f.handles)
 		return protocolErrorf("a frame of kind %d carries %d handle(s)", f.kind, len(f.handles))
 	}
@@ -215,8 +215,6 @@ func (w *Worker) handleFrame(f frame) error {
 		w.ch.send(outFrame{b: append(newFrame(frameVerdict, 1, 0), die)})
 	case frameListen, frameListening, frameDemand, frameUnlisten:
 		return handleListenFrame(w, f)
-	case frameAdopt:
-		return adoptReturned(w, f)
 	default:
 		return protocolErrorf("a worker may not send frames of kind %d", f.kind)
 	}

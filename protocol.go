@@ -36,7 +36,7 @@ const (
 	frameSignalled                                  // worker → primary: [signal]: drains on this signal (below)
 	frameVerdict                                    // primary → worker: [die]: the answer to frameSignalled (below)
 	frameRefused                                    // primary → worker: text: why the worker is refused (below)
-	frameAdopt                                      // either way: [key], connections as handles (below)
+	frameAdopt                                      // primary → worker: [key], one handle: a handoff socket for a SchedReusePort listener (below)
 	frameKindEnd
 )
 
@@ -96,15 +96,17 @@ func onlineVersion(body []byte) (uint32, error) {
 // count is a protocol error. Never sent on Windows, where a worker cannot
 // stop a shared listening socket.
 
-// frameAdopt carries connections accepted on a SchedReusePort socket whose
-// worker left (primary_reuseport.go). Body: the key of the address (listen
-// reply mode "own"), 4 bytes big endian; 1 to maxFrameHandles handles, each
-// an accepted connection. Primary → worker: the worker's listener for key
-// returns them from Accept, before what its own socket queues. Worker →
-// primary: connections the primary sent for key that the worker will not
-// return from Accept (its listener for key is closed, or unknown); the
-// primary deals them to the address's other workers. Another body length,
-// or no handle, is a protocol error.
+// frameAdopt (primary → worker) gives a worker's SchedReusePort listener
+// (listen reply mode "own") a handoff socket, as SchedRR's (primary_rr.go),
+// on which the primary sends connections it accepted on the socket of a
+// worker that left (primary_reuseport.go). Body: the key, 4 bytes big
+// endian; exactly one handle, the worker's end of the handoff socket. The
+// listener's Accept takes one record from it at a time, ahead of its own
+// socket, and a record wakes an Accept waiting on its own socket. What a
+// worker leaves there, the primary takes back when the worker unlistens or
+// dies. Sent at most once per listen; for a key the worker does not listen
+// on (any more) it closes the handle. Another body length or handle count
+// is a protocol error.
 
 // frameSignalled (worker → primary) says that the worker got SIGINT or
 // SIGTERM and drains, as on frameDisconnect (see Settings.DieOnSignal).

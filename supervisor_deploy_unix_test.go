@@ -440,6 +440,7 @@ func TestRunScaleUnderLoad(t *testing.T) {
 			setPolicy(t, p.policy)
 			addr := freePort(t)
 			run := relRun(t, 2, addr, nil)
+			adoptedBefore := Stats().Adopted
 			ctx, stopLoad := context.WithCancel(context.Background())
 			load, loaded := relLoad(ctx, addr, 4, 0, testTimeout)
 			for _, n := range []int{8, 1, 4} {
@@ -454,8 +455,12 @@ func TestRunScaleUnderLoad(t *testing.T) {
 			stopLoad()
 			<-loaded
 			st := Stats()
-			t.Logf("2 → 8 → 1 → 4 under load: %v; SchedReusePort queues kept by the %s, %d sockets retired, %d connections accepted on them", load, st.ReusePortQueues, st.Retired, st.Adopted)
+			t.Logf("2 → 8 → 1 → 4 under load: %v; SchedReusePort queues kept by the %s, %d sockets retired, %d connections accepted on them", load, st.ReusePortQueues, st.Retired, st.Adopted-adoptedBefore)
 			if load.failed != 0 || load.dialFailed != 0 || load.served == 0 {
+				for _, ws := range st.PerWorker {
+					t.Logf("worker stats: %+v", ws)
+				}
+				t.Logf("connections pending in the primary: %d", st.Pending)
 				t.Fatalf("scaling under load: %v; %v %v", load, load.failures, load.dialErrs)
 			}
 			if err := run.stop(t); err != nil {
