@@ -526,6 +526,9 @@ const nodeUDPReuseAddr = 4
 // nodeRequest turns a queryServer into the listen request a Go worker
 // would send. An address Node leaves null is every interface: "tcp" binds
 // both IPv6 and IPv4 where it can, as Node's primary does.
+//
+// The queryServer's flags are not all honoured: IPv6-only (1) is not, so
+// listen({ipv6Only: true}) shares a dual-stack socket.
 func nodeRequest(m *nodeMsg) (listenRequest, AddressType, error) {
 	typ, ok := nodeAddrType(m.AddressType)
 	if !ok {
@@ -553,13 +556,11 @@ func nodeRequest(m *nodeMsg) (listenRequest, AddressType, error) {
 		}
 		req.Network, req.Address = "unix", host
 		return req, typ, nil
-	case TCP4:
-		req.Network = "tcp4"
-		if m.Address == nil {
-			req.Network = "tcp"
-		}
-	case TCP6:
-		req.Network = "tcp6"
+	case TCP4, TCP6:
+		// "tcp", as a Go worker's Listen most often says: the address
+		// literal fixes the family, and the two kinds of worker share
+		// one socket.
+		req.Network = "tcp"
 	case UDP4, UDP6:
 		req.Network, req.Packet = "udp4", true
 		if typ == UDP6 {
