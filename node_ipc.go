@@ -71,11 +71,11 @@ func (lr *nodeLineReader) next() ([]byte, error) {
 			}
 			return line, nil
 		}
+		if len(lr.long)+lr.w-lr.r > lr.max {
+			return nil, protocolErrorf("%w of %d bytes (Settings.MaxMessageSize)", errNodeLineTooLong, lr.max)
+		}
 		if lr.r == 0 && lr.w == len(lr.buf) {
 			// A line longer than the buffer: gather it on the side.
-			if len(lr.long)+lr.w > lr.max {
-				return nil, protocolErrorf("%w of %d bytes (Settings.MaxMessageSize)", errNodeLineTooLong, lr.max)
-			}
 			lr.long = append(lr.long, lr.buf[:lr.w]...)
 			lr.w = 0
 		}
