@@ -65,7 +65,7 @@ const (
 	nodeSendBufferMin = 256 << 10
 )
 
-var errNodeNoChannel = errors.New("clusternet: Settings.NodeIPC: Node's IPC channel is a Unix socket; this system has no Node workers")
+var errNodeNoChannel = errors.New("Settings.NodeIPC: Node's IPC channel is a Unix socket; this system has no Node workers")
 
 // nodeEnv is the environment of a Node worker: the primary's, then
 // Settings.Env, then the fork's env, then Node's cluster variables (the
@@ -77,10 +77,10 @@ func nodeEnv(s *Settings, id int, extra []string) ([]string, error) {
 		return nil, errNodeNoChannel
 	}
 	if s.Serialization != JSON {
-		return nil, fmt.Errorf("clusternet: Settings.NodeIPC speaks JSON with Node workers; Serialization %v is not supported", s.Serialization)
+		return nil, fmt.Errorf("Settings.NodeIPC speaks JSON with Node workers; Serialization %v is not supported", s.Serialization)
 	}
 	if s.NodeWindow < 0 || s.NodeWindow > maxNodeWindow {
-		return nil, fmt.Errorf("clusternet: Settings.NodeWindow %d is out of range 0..%d", s.NodeWindow, maxNodeWindow)
+		return nil, fmt.Errorf("Settings.NodeWindow %d is out of range 0..%d", s.NodeWindow, maxNodeWindow)
 	}
 	env := slices.Concat(os.Environ(), s.Env, extra, []string{
 		envNodeUniqueID + "=" + strconv.Itoa(id),

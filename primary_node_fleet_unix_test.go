@@ -1,3 +1,5 @@
+//go:build unix
+
 package clusternet
 
 // Node.js workers sharing addresses with each other and with Go workers

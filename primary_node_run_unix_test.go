@@ -1,3 +1,5 @@
+//go:build unix
+
 package clusternet
 
 // Run and Reload with Node.js workers: a Node worker is listening when Node

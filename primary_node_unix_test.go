@@ -1,3 +1,5 @@
+//go:build unix
+
 package clusternet
 
 // Node.js workers under the Go primary (Settings.NodeIPC, primary_node.go):

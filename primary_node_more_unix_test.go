@@ -1,0 +1,204 @@
+//go:build unix
+
+package clusternet
+
+// Node workers on UDP, Unix sockets and port 0, shared as Node's own
+// primary shares them, and the sockets the primary sends a Node worker
+// with a message.
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestNodeJSUDP: two Node workers bind one UDP port (dgram, shared as
+// Node shares it); datagrams are answered.
+func TestNodeJSUDP(t *testing.T) {
+	for _, port := range []string{"fixed", "0"} {
+		t.Run("port="+port, func(t *testing.T) {
+			p := "0"
+			if port == "fixed" {
+				pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, p, _ = net.SplitHostPort(pc.LocalAddr().String())
+				pc.Close()
+			}
+			var addrs []string
+			for range 2 {
+				w := forkJS(t, "udp.js", "PORT="+p, "HOST=127.0.0.1")
+				ev := watchJS(w)
+				ev.next(t, "online")
+				a := ev.next(t, "listening ")
+				addrs = append(addrs, strings.TrimPrefix(a, "listening "))
+				defer ev.noErrors(t)
+			}
+			if addrs[0] != addrs[1] || strings.HasSuffix(addrs[0], ":0") {
+				t.Fatalf("the workers listen on %v, want one address", addrs)
+			}
+			c, err := net.Dial("udp4", addrs[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			b := make([]byte, 64)
+			for range 5 {
+				c.Write([]byte("ping"))
+				c.SetReadDeadline(time.Now().Add(testTimeout))
+				n, err := c.Read(b)
+				if err != nil || !strings.HasPrefix(string(b[:n]), "node ") {
+					t.Fatalf("read %q, %v", b[:n], err)
+				}
+			}
+		})
+	}
+}
+
+// TestNodeJSUnixSocket: two Node workers listen on one Unix socket path
+// under each policy; HTTP over it is answered.
+func TestNodeJSUnixSocket(t *testing.T) {
+	for _, p := range []Policy{SchedRR, SchedNone} {
+		t.Run(p.String(), func(t *testing.T) {
+			setPolicy(t, p)
+			path := filepath.Join(t.TempDir(), "s.sock")
+			for range 2 {
+				w := forkJS(t, "whoami.js", "SOCKET="+path)
+				ev := watchJS(w)
+				ev.next(t, "online")
+				ev.next(t, "listening "+path)
+				defer ev.noErrors(t)
+			}
+			c := &http.Client{Timeout: testTimeout, Transport: &http.Transport{
+				DisableKeepAlives: true,
+				DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+					return (&net.Dialer{}).DialContext(ctx, "unix", path)
+				},
+			}}
+			seen := map[string]bool{}
+			for range 10 {
+				body, err := get(c, "http://unix/")
+				if err != nil || !strings.HasPrefix(body, "node ") {
+					t.Fatalf("got %q, %v", body, err)
+				}
+				seen[body] = true
+			}
+			t.Logf("answered by %d workers", len(seen))
+			if err := Disconnect(testContext(t)); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestNodeJSPortZero: two Node workers listen on port 0 under each policy
+// and share one port, as Node's cluster does.
+func TestNodeJSPortZero(t *testing.T) {
+	for _, p := range []Policy{SchedRR, SchedNone} {
+		t.Run(p.String(), func(t *testing.T) {
+			setPolicy(t, p)
+			var addrs []string
+			for range 2 {
+				w := forkJS(t, "whoami.js", "PORT=0", "HOST=127.0.0.1")
+				ev := watchJS(w)
+				ev.next(t, "online")
+				addrs = append(addrs, strings.TrimPrefix(ev.next(t, "listening "), "listening "))
+				defer ev.noErrors(t)
+			}
+			if addrs[0] != addrs[1] || strings.HasSuffix(addrs[0], ":0") {
+				t.Fatalf("the workers listen on %v, want one port", addrs)
+			}
+			if got := jsGet(t, "http://"+addrs[0]+"/"); !strings.HasPrefix(got, "node ") {
+				t.Errorf("got %q", got)
+			}
+			if err := Disconnect(testContext(t)); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestNodeJSSendHandles: a connection, a listener and a UDP socket sent
+// with a message arrive in Node as a net.Socket, a net.Server and a
+// dgram.Socket, and work there.
+func TestNodeJSSendHandles(t *testing.T) {
+	w := forkJS(t, "handles.js")
+	ev := watchJS(w)
+	in := messages(w)
+	ev.next(t, "online")
+	defer ev.noErrors(t)
+
+	// A connection: the worker answers on it and ends it.
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Send("a conn", WithHandle(server)); err != nil {
+		t.Fatal(err)
+	}
+	client.SetReadDeadline(time.Now().Add(testTimeout))
+	line, err := bufio.NewReader(client).ReadString('\n')
+	if want := fmt.Sprintf("node %d got a conn\n", w.ID()); line != want || err != nil {
+		t.Errorf("read %q, %v; want %q", line, err, want)
+	}
+
+	// A listener: the worker serves it.
+	if err := w.Send("a server", WithHandle(ln)); err != nil {
+		t.Fatal(err)
+	}
+	if m := recv(t, in, "serving"); string(m.Raw()) != `"serving"` {
+		t.Fatalf("worker says %s", m.Raw())
+	}
+	c, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(testTimeout))
+	line, err = bufio.NewReader(c).ReadString('\n')
+	if want := fmt.Sprintf("node %d serves a server\n", w.ID()); line != want || err != nil {
+		t.Errorf("read %q, %v; want %q", line, err, want)
+	}
+
+	// A UDP socket: the worker answers datagrams.
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	if err := w.Send("a socket", WithHandle(pc)); err != nil {
+		t.Fatal(err)
+	}
+	if m := recv(t, in, "serving"); string(m.Raw()) != `"serving"` {
+		t.Fatalf("worker says %s", m.Raw())
+	}
+	u, err := net.Dial("udp4", pc.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	u.Write([]byte("ping"))
+	b := make([]byte, 64)
+	u.SetReadDeadline(time.Now().Add(testTimeout))
+	n, err := u.Read(b)
+	if want := fmt.Sprintf("node %d a socket ping", w.ID()); string(b[:n]) != want || err != nil {
+		t.Errorf("read %q, %v; want %q", b[:n], err, want)
+	}
+}
