@@ -120,6 +120,7 @@ type nodeWorker struct {
 	closed   bool
 	seq      int64       // the primary's cluster seq: the last one used
 	held     []*nodeLine // waiting for the handle line in flight to be answered
+	heldSize int         // their bytes, bounded by the channel's limit
 	inflight []*nodeLine // handle lines written and not yet answered, oldest first
 	written  int64       // bytes given to the channel
 	lines    int64       // lines given to the channel
@@ -170,10 +171,34 @@ func (n *nodeWorker) send(l *nodeLine) error {
 		return ErrChannelClosed
 	}
 	if len(n.held) > 0 || !n.canWriteLocked(l) {
+		if lim := n.w.ch.limit; lim > 0 && n.heldSize > 0 && n.heldSize+len(l.b) > lim {
+			return n.overflowLocked()
+		}
 		n.held = append(n.held, l)
+		n.heldSize += len(l.b)
 		return nil
 	}
 	return n.writeLocked(l)
+}
+
+// overflowLocked closes the channel of a worker that leaves a handle
+// unanswered while more than the channel's limit waits behind it, as the
+// channel closes itself for a worker that does not read (channel.send).
+func (n *nodeWorker) overflowLocked() error {
+	ch := n.w.ch
+	err := fmt.Errorf("disconnected: it does not answer the handle sent to it (%d bytes held for it, the limit is %d)", n.heldSize, ch.limit)
+	ch.mu.Lock()
+	if ch.overflow == nil {
+		ch.overflow = err
+	}
+	if ch.err == nil {
+		ch.err = err
+	}
+	ch.closing = true
+	ch.cond.Signal()
+	ch.mu.Unlock()
+	ch.t.close() // unblocks the writer and the reader
+	return fmt.Errorf("%w: %w", ErrChannelClosed, err)
 }
 
 // canWriteLocked reports whether l may be written now. With no handle line
@@ -224,6 +249,7 @@ func (n *nodeWorker) flushLocked() {
 		l := n.held[0]
 		n.held[0] = nil
 		n.held = n.held[1:]
+		n.heldSize -= len(l.b)
 		if n.writeLocked(l) != nil {
 			return // closing: shutdown drops the rest
 		}
@@ -251,6 +277,7 @@ func (n *nodeWorker) answered(ok bool) error {
 		// Node resends what its peer refused; it goes first.
 		l.tries++
 		n.held = append([]*nodeLine{l}, n.held...)
+		n.heldSize += len(l.b)
 	default:
 		run, dropped = l.onDrop, true
 	}
@@ -280,7 +307,7 @@ func (n *nodeWorker) shutdown() {
 	n.mu.Lock()
 	n.closed = true
 	lines := append(n.inflight, n.held...)
-	n.inflight, n.held = nil, nil
+	n.inflight, n.held, n.heldSize = nil, nil, 0
 	conns := n.conns
 	n.conns = make(map[int64]*nodeConn)
 	n.mu.Unlock()

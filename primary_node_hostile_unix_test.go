@@ -8,7 +8,9 @@ package clusternet
 // primary, and only a line past the size limit closes the channel.
 
 import (
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -88,6 +90,11 @@ func jsFakeNode(role string) int {
 		unix.Close(pair[0])
 		unix.Close(pair[1])
 		write(`"ok"` + "\n")
+	case "deaf":
+		// Reads, never answers a handle.
+		for read() {
+		}
+		return 0
 	case "long":
 		write(`"` + strings.Repeat("x", 4<<10)) // no end
 	}
@@ -172,6 +179,43 @@ func TestNodeJSLongLine(t *testing.T) {
 	ev.next(t, "disconnect")
 	ev.next(t, "exit exit code 0")
 	if errs := fmt.Sprint(ev.errors()); !strings.Contains(errs, "line longer than the limit of 1024 bytes") {
+		t.Errorf("error events %s", errs)
+	}
+}
+
+// TestNodeJSDeafWorker: a worker that never answers the handle sent to it
+// holds back everything sent after it; past the channel's limit it is
+// disconnected, with an error event, as a Go worker that does not read is.
+func TestNodeJSDeafWorker(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := forkJSWith(t, Settings{Exec: exe, Args: []string{"-test.run=^$"}, NodeIPC: true, MaxMessageSize: 1 << 20}, envFakeNode+"=deaf")
+	ev := watchJS(w)
+	ev.next(t, "online")
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	if err := w.Send("a socket", WithHandle(pc)); err != nil {
+		t.Fatal(err)
+	}
+	big := strings.Repeat("x", 1<<20-2)
+	for i := 0; ; i++ {
+		err := w.Send(big)
+		if errors.Is(err, ErrChannelClosed) {
+			t.Logf("refused after %d MiB", i)
+			break
+		}
+		if err != nil || i > 32 {
+			t.Fatalf("Send %d: %v", i, err)
+		}
+	}
+	ev.next(t, "disconnect")
+	ev.next(t, "exit exit code 0")
+	if errs := fmt.Sprint(ev.errors()); !strings.Contains(errs, "does not answer the handle") {
 		t.Errorf("error events %s", errs)
 	}
 }

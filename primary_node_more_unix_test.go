@@ -202,3 +202,78 @@ func TestNodeJSSendHandles(t *testing.T) {
 		t.Errorf("read %q, %v; want %q", b[:n], err, want)
 	}
 }
+
+// TestNodeJSWorkerLeaves: a Node worker that disconnects itself
+// (cluster.worker.disconnect(), which waits for the primary's answer to
+// exitedAfterDisconnect) or kills itself (cluster.worker.kill()) leaves on
+// purpose: ExitedAfterDisconnect, exit code 0.
+func TestNodeJSWorkerLeaves(t *testing.T) {
+	for _, how := range []string{"leave", "die"} {
+		t.Run(how, func(t *testing.T) {
+			w := forkJS(t, "handles.js")
+			ev := watchJS(w)
+			ev.next(t, "online")
+			if err := w.Send(how); err != nil {
+				t.Fatal(err)
+			}
+			ev.next(t, "disconnect")
+			ev.next(t, "exit exit code 0")
+			if !w.ExitedAfterDisconnect() {
+				t.Error("ExitedAfterDisconnect is false")
+			}
+			ev.noErrors(t)
+		})
+	}
+}
+
+// TestNodeJSWindowLargeMessages: with connections pipelined to Node workers
+// (NodeWindow 8), large messages to the same workers do not make Node's
+// reader attach a connection to the wrong line: every request is answered,
+// every message arrives, no error.
+func TestNodeJSWindowLargeMessages(t *testing.T) {
+	setPolicy(t, SchedRR)
+	addr := freePort(t)
+	_, port, _ := net.SplitHostPort(addr)
+	s := jsSettings(t, "whoami.js")
+	s.NodeWindow = 8
+	var ws []*Worker
+	var ins []<-chan Message
+	for range 2 {
+		w := forkJSWith(t, s, "PORT="+port, "HOST=127.0.0.1")
+		ev := watchJS(w)
+		ins = append(ins, messages(w))
+		ev.next(t, "online")
+		ev.next(t, "listening")
+		defer ev.noErrors(t)
+		ws = append(ws, w)
+	}
+	// Sizes around Node's 64 KiB read, so that some read ends in the
+	// middle of the connection line that follows a message.
+	const msgs = 40
+	size := func(j int) int { return 64<<10 - 300 + 17*j }
+	done := make(chan map[string]int, 1)
+	go func() { done <- jsServed(t, addr, 300, true) }()
+	for j := range msgs {
+		for _, w := range ws {
+			if err := w.Send(strings.Repeat("y", size(j)-2)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	got := recv(t, done, "the requests")
+	n := 0
+	for _, c := range got {
+		n += c
+	}
+	if n != 300 {
+		t.Errorf("answers %v, want 300", got)
+	}
+	for i, in := range ins {
+		for j := range msgs {
+			m := recv(t, in, "a message's size")
+			if want := fmt.Sprint(size(j) - 2); string(m.Raw()) != want {
+				t.Fatalf("worker %d: reply %s, want %s", ws[i].ID(), m.Raw(), want)
+			}
+		}
+	}
+}

@@ -5,6 +5,7 @@
 // refuses a connection the primary hands it past that, accepted: false).
 // STALL=1 blocks its event
 // loop once it listens, so that it reads nothing more from the primary.
+// A string message is answered with its length.
 const cluster = require('node:cluster');
 const http = require('node:http');
 
@@ -28,5 +29,7 @@ if (process.env.SOCKET) {
 process.on('message', (msg) => {
   if (msg === 'address') {
     process.send({ address: server.address() });
+  } else if (typeof msg === 'string') {
+    process.send(msg.length);
   }
 });
