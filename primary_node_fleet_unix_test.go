@@ -111,6 +111,7 @@ func TestNodeJSRefusedHandedOn(t *testing.T) {
 	for _, window := range []int{0, 4} {
 		t.Run(fmt.Sprintf("window=%d", window), func(t *testing.T) {
 			setPolicy(t, SchedRR)
+			fds := openFDs(t)
 			addr := freePort(t)
 			_, port, _ := net.SplitHostPort(addr)
 			s := jsSettings(t, "whoami.js")
@@ -125,6 +126,12 @@ func TestNodeJSRefusedHandedOn(t *testing.T) {
 				defer ev.noErrors(t)
 			}
 			// Connections held open until the refuser has one.
+			var held []net.Conn
+			defer func() {
+				for _, c := range held {
+					c.Close()
+				}
+			}()
 			for i := 0; refuser.Stats().Accepted == 0; i++ {
 				if i == 10 {
 					t.Fatal("the refuser took none of 10 connections")
@@ -133,7 +140,7 @@ func TestNodeJSRefusedHandedOn(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				defer c.Close()
+				held = append(held, c)
 				deadline := time.Now().Add(testTimeout)
 				for refuser.Stats().Accepted+taker.Stats().Accepted < uint64(i+1) && time.Now().Before(deadline) {
 					time.Sleep(time.Millisecond)
@@ -147,6 +154,13 @@ func TestNodeJSRefusedHandedOn(t *testing.T) {
 			if st := refuser.Stats(); st.Handed == handed || st.Accepted != 1 {
 				t.Errorf("the refusing worker was handed %d more and accepted %d in all, want more and 1", st.Handed-handed, st.Accepted)
 			}
+			for _, c := range held {
+				c.Close() // the workers' disconnect waits for them
+			}
+			if err := Disconnect(testContext(t)); err != nil {
+				t.Fatal(err)
+			}
+			fdsAtMost(t, fds, "after the workers")
 		})
 	}
 }
@@ -158,6 +172,7 @@ func TestNodeJSWorkerDeathLosesNothing(t *testing.T) {
 	for _, window := range []int{0, 4} {
 		t.Run(fmt.Sprintf("window=%d", window), func(t *testing.T) {
 			setPolicy(t, SchedRR)
+			fds := openFDs(t)
 			addr := freePort(t)
 			_, port, _ := net.SplitHostPort(addr)
 			s := jsSettings(t, "whoami.js")
@@ -187,6 +202,10 @@ func TestNodeJSWorkerDeathLosesNothing(t *testing.T) {
 			if want := fmt.Sprintf("node %d", taker.ID()); got[want] != n {
 				t.Errorf("answers %v, want all %d from %s", got, n, want)
 			}
+			if err := Disconnect(testContext(t)); err != nil {
+				t.Fatal(err)
+			}
+			fdsAtMost(t, fds, "after the workers")
 		})
 	}
 }
