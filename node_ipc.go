@@ -189,6 +189,15 @@ func isNodeInternal(cmd string) bool {
 // whose text the line is; then m is not filled in. An error means the line
 // is not one JSON text.
 func parseNodeLine(line []byte) (m nodeMsg, internal bool, err error) {
+	// The two lines a worker sends for every connection under SchedRR,
+	// as Node writes them, without encoding/json's reflection: 8% of the
+	// primary's CPU time at 3 000 connections/s, measured.
+	if bytes.Equal(line, nodeLineAck[:len(nodeLineAck)-1]) {
+		return nodeMsg{Cmd: nodeCmdHandleAck}, true, nil
+	}
+	if m, ok := parseNodeReply(line); ok {
+		return m, true, nil
+	}
 	i := skipJSONSpace(line, 0)
 	if i < len(line) && line[i] == '{' && bytes.Contains(line, []byte(`"cmd"`)) {
 		if err := json.Unmarshal(line, &m); err != nil {
@@ -214,6 +223,52 @@ func parseNodeLine(line []byte) (m nodeMsg, internal bool, err error) {
 		return nodeMsg{}, false, errors.New("not a JSON text")
 	}
 	return nodeMsg{}, false, nil
+}
+
+// parseNodeReply parses a worker's reply to newconn exactly as Node writes
+// it, {"cmd":"NODE_CLUSTER","ack":A,"accepted":B,"seq":S}, and reports
+// false for anything else, which parseNodeLine then parses in full.
+func parseNodeReply(line []byte) (nodeMsg, bool) {
+	rest, ok := bytes.CutPrefix(line, []byte(`{"cmd":"NODE_CLUSTER","ack":`))
+	if !ok {
+		return nodeMsg{}, false
+	}
+	ack, rest, ok := cutNodeInt(rest)
+	if !ok {
+		return nodeMsg{}, false
+	}
+	m := nodeMsg{Cmd: nodeCmdCluster, Ack: &ack}
+	switch {
+	case bytes.HasPrefix(rest, []byte(`,"accepted":true`)):
+		m.Accepted, rest = true, rest[len(`,"accepted":true`):]
+	case bytes.HasPrefix(rest, []byte(`,"accepted":false`)):
+		rest = rest[len(`,"accepted":false`):]
+	default:
+		return nodeMsg{}, false
+	}
+	if rest, ok = bytes.CutPrefix(rest, []byte(`,"seq":`)); !ok {
+		return nodeMsg{}, false
+	}
+	seq, rest, ok := cutNodeInt(rest)
+	if !ok || string(rest) != "}" {
+		return nodeMsg{}, false
+	}
+	m.Seq = &seq
+	return m, true
+}
+
+// cutNodeInt parses the non-negative JSON integer b starts with, of at
+// most 15 digits (Node's seq counters are exact doubles).
+func cutNodeInt(b []byte) (int64, []byte, bool) {
+	n := 0
+	for n < len(b) && '0' <= b[n] && b[n] <= '9' {
+		n++
+	}
+	if n == 0 || n > 15 || n > 1 && b[0] == '0' {
+		return 0, b, false
+	}
+	v, err := strconv.ParseInt(string(b[:n]), 10, 64)
+	return v, b[n:], err == nil
 }
 
 // nodeKey returns the key a cluster message names: the string the primary

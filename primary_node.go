@@ -341,6 +341,16 @@ func (n *nodeWorker) connDone(c *nodeConn, taken bool) {
 		sa.pending = append([]sysHandle{c.fd}, sa.pending...)
 		sa.flushPending()
 	}
+	if !sa.closed && sa.mode == modeRR && len(sa.pending) == 0 {
+		if room := c.sub.room(); room > 0 {
+			if hs := nodeAcceptNow(sa, room); len(hs) > 0 {
+				sa.pending = sa.distribute(hs)
+				if len(sa.pending) == 0 && sa.room() == 0 {
+					return // the accept loop would find nothing to do
+				}
+			}
+		}
+	}
 	sa.cond.Signal()
 }
 
@@ -349,6 +359,12 @@ func (n *nodeWorker) connDone(c *nodeConn, taken bool) {
 func (n *nodeWorker) handOver(sub *subscription, hs []sysHandle) []sysHandle {
 	key := strconv.FormatUint(uint64(sub.sa.key), 10)
 	for i, fd := range hs {
+		if err := nodeNonblock(fd); err != nil {
+			// fcntl(F_SETFL) fails on no open socket: a connection
+			// nobody can serve.
+			closeHandles(hs[i : i+1])
+			continue
+		}
 		seq := n.nextSeq()
 		b := appendNodeHandle(make([]byte, 0, 128), "net.Native")
 		b = appendNodeCluster(b, seq)

@@ -9,3 +9,9 @@ const nodeSupported = false
 
 // nodeSendBuffer is never called on Windows: no Node worker is forked.
 func nodeSendBuffer(transport, int) int { return 0 }
+
+// nodeAcceptNow is never called on Windows: no Node worker is forked.
+func nodeAcceptNow(*sharedAddr, int) []sysHandle { return nil }
+
+// nodeNonblock is never called on Windows: no Node worker is forked.
+func nodeNonblock(sysHandle) error { return nil }
