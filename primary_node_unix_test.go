@@ -171,9 +171,9 @@ func TestNodeJSEcho(t *testing.T) {
 
 // TestNodeJSServer is the cluster documentation's first example: two Node
 // workers answer "hello world" on the port the test chose, under each
-// policy.
+// policy (SchedReusePort: each worker gets a socket of its own).
 func TestNodeJSServer(t *testing.T) {
-	for _, p := range []Policy{SchedRR, SchedNone} {
+	for _, p := range []Policy{SchedRR, SchedNone, SchedReusePort} {
 		t.Run(p.String(), func(t *testing.T) {
 			setPolicy(t, p)
 			addr := freePort(t)
