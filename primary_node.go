@@ -412,7 +412,7 @@ func (n *nodeWorker) read() error {
 			return err
 		}
 		if d := n.lr.droppedHandles(); d > 0 {
-			n.w.postError(fmt.Errorf("clusternet: worker %d: closed %d handle(s) that no %s line claimed", n.w.id, d, nodeCmdHandle))
+			n.reportf("closed %d handle(s) that no %s line claimed", d, nodeCmdHandle)
 		}
 	}
 }
@@ -425,7 +425,7 @@ func (n *nodeWorker) handleLine(line []byte) error {
 	m, internal, err := parseNodeLine(line)
 	if err != nil {
 		if internal {
-			w.postError(fmt.Errorf("clusternet: worker %d: dropped an internal message %s: %w", w.id, m.Cmd, err))
+			n.reportf("dropped an internal message %s: %w", m.Cmd, err)
 			return nil
 		}
 		w.dropInvalid(err)
@@ -439,16 +439,33 @@ func (n *nodeWorker) handleLine(line []byte) error {
 	switch m.Cmd {
 	case nodeCmdHandleAck, nodeCmdHandleNak:
 		if err := n.answered(m.Cmd == nodeCmdHandleAck); err != nil {
-			w.postError(fmt.Errorf("clusternet: worker %d: %w", w.id, err))
+			n.reportf("%w", err)
 		}
 	case nodeCmdHandle:
 		n.handleHandle(&m)
 	case nodeCmdCluster:
 		n.handleCluster(&m)
 	default:
-		w.postError(fmt.Errorf("clusternet: worker %d: dropped an unknown internal message %q", w.id, m.Cmd))
+		n.reportf("dropped an unknown internal message %q", m.Cmd)
 	}
 	return nil
+}
+
+// reportf reports bad input from the worker in an error event. The event
+// holds a place in the worker's inbox until its handlers have run, as an
+// undecodable message does (dropInvalid): a worker that sends nothing but
+// bad lines is slowed down through its channel instead of growing the
+// event queue.
+func (n *nodeWorker) reportf(format string, args ...any) {
+	w := n.w
+	err := fmt.Errorf("clusternet: worker %d: "+format, append([]any{w.id}, args...)...)
+	w.inbox.reserve(0)
+	events.post(func() {
+		defer w.inbox.release(0)
+		for _, fn := range w.onError.list() {
+			fn(err)
+		}
+	})
 }
 
 // nodeHandleKinds is what each type of handle a worker may send becomes.
@@ -465,7 +482,7 @@ func (n *nodeWorker) handleHandle(m *nodeMsg) {
 	h, ok := n.lr.takeHandle()
 	if !ok {
 		n.writeNow(nodeLineNack)
-		w.postError(fmt.Errorf("clusternet: worker %d: a %s line came without a handle; answered %s", w.id, nodeCmdHandle, nodeCmdHandleNak))
+		n.reportf("a %s line came without a handle; answered %s", nodeCmdHandle, nodeCmdHandleNak)
 		return
 	}
 	n.writeNow(nodeLineAck)
@@ -482,7 +499,7 @@ func (n *nodeWorker) handleHandle(m *nodeMsg) {
 	}
 	if err != nil {
 		closeHandles([]sysHandle{h})
-		w.postError(fmt.Errorf("clusternet: worker %d: dropped a handle: %w", w.id, err))
+		n.reportf("dropped a handle: %w", err)
 		return
 	}
 	w.stats.messagesIn.Add(1)
@@ -504,17 +521,17 @@ func (n *nodeWorker) handleCluster(m *nodeMsg) {
 		}
 	}
 	if m.Seq == nil {
-		w.postError(fmt.Errorf("clusternet: worker %d: dropped a cluster message without seq (act %q)", w.id, m.Act))
+		n.reportf("dropped a cluster message without seq (act %q)", m.Act)
 		return
 	}
 	if !w.online && m.Act != "online" {
-		w.postError(fmt.Errorf("clusternet: worker %d: dropped a cluster message %q before online", w.id, m.Act))
+		n.reportf("dropped a cluster message %q before online", m.Act)
 		return
 	}
 	switch m.Act {
 	case "online":
 		if w.online {
-			w.postError(fmt.Errorf("clusternet: worker %d: reported online twice", w.id))
+			n.reportf("reported online twice")
 			return
 		}
 		w.postOnline()
@@ -525,7 +542,7 @@ func (n *nodeWorker) handleCluster(m *nodeMsg) {
 	case "close":
 		key, ok := m.nodeKey()
 		if !ok {
-			w.postError(fmt.Errorf("clusternet: worker %d: closed a server with a malformed key %s", w.id, m.Key))
+			n.reportf("closed a server with a malformed key %s", m.Key)
 			return
 		}
 		if sub := w.takeSub(key); sub != nil {
@@ -541,7 +558,7 @@ func (n *nodeWorker) handleCluster(m *nodeMsg) {
 		b = strconv.AppendInt(b, *m.Seq, 10)
 		n.send(&nodeLine{b: append(b, "}\n"...)})
 	default:
-		w.postError(fmt.Errorf("clusternet: worker %d: dropped a cluster message with the unknown act %q", w.id, m.Act))
+		n.reportf("dropped a cluster message with the unknown act %q", m.Act)
 	}
 }
 
@@ -767,7 +784,7 @@ func (n *nodeWorker) listening(m *nodeMsg) {
 	w := n.w
 	req, typ, err := nodeRequest(m)
 	if err != nil {
-		w.postError(fmt.Errorf("clusternet: worker %d: dropped a listening message: %w", w.id, err))
+		n.reportf("dropped a listening message: %w", err)
 		return
 	}
 	a := Address{Network: req.Network, Type: typ}
@@ -783,7 +800,7 @@ func (n *nodeWorker) listening(m *nodeMsg) {
 		}
 	}
 	if err := w.noteListening(a); err != nil {
-		w.postError(fmt.Errorf("clusternet: worker %d: %w", w.id, err))
+		n.reportf("%w", err)
 		return
 	}
 	w.postListening(a)
