@@ -7,14 +7,57 @@ package clusternet
 // arriving anywhere in it, every line's JSON, Node's internal commands and
 // the cluster's messages. No input may panic, end the reading with anything
 // but EOF or a protocol error, claim more memory than a bound proportional
-// to its size and the line limit, or leave a descriptor open. .ci/run runs
-// it with the other targets of fuzz_test.go.
+// to its size and the line limit, leave a descriptor open, or make the
+// primary write a line that is not one JSON text (it would kill a real
+// worker). .ci/run runs it with the other targets of fuzz_test.go.
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"sync"
 	"testing"
 )
+
+// nodeLinesTransport is fuzzTransport that checks what the primary writes:
+// whole lines, each one JSON text.
+type nodeLinesTransport struct {
+	*fuzzTransport
+	mu  sync.Mutex
+	bad error
+}
+
+func (t *nodeLinesTransport) check(b []byte) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.bad != nil {
+		return
+	}
+	if !bytes.HasSuffix(b, []byte("\n")) {
+		t.bad = fmt.Errorf("a write that does not end a line: %q", b)
+		return
+	}
+	for _, line := range bytes.Split(b[:len(b)-1], []byte("\n")) {
+		if !json.Valid(line) {
+			t.bad = fmt.Errorf("the primary wrote a line that is not JSON: %q", line)
+			return
+		}
+	}
+}
+
+func (t *nodeLinesTransport) send(b []byte, hs []sysHandle) error {
+	t.check(b)
+	return nil
+}
+
+func (t *nodeLinesTransport) writev(bufs [][]byte) error {
+	for _, b := range bufs {
+		t.check(b)
+	}
+	return nil
+}
 
 func FuzzNodeIPC(f *testing.F) {
 	online := `{"cmd":"NODE_CLUSTER","act":"online","seq":0}` + "\n"
@@ -39,7 +82,7 @@ func FuzzNodeIPC(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte, chunk uint8, plan uint16) {
 		fds := openFDs(t)
 		before := fuzzAllocated()
-		tr := &fuzzTransport{data: data, chunk: int(chunk), plan: plan}
+		tr := &nodeLinesTransport{fuzzTransport: &fuzzTransport{data: data, chunk: int(chunk), plan: plan}}
 		w := fuzzWorker(tr, JSON)
 		w.online = false // the stream starts as a Node worker's does
 		w.node = newNodeWorker(w, &Settings{MaxMessageSize: fuzzMaxFrame - 1})
@@ -58,6 +101,9 @@ func FuzzNodeIPC(f *testing.F) {
 		}
 		if got := fuzzAllocated() - before; got > fuzzAllocBound(len(data), fuzzMaxFrame) {
 			t.Fatalf("reading %d bytes allocated %d bytes", len(data), got)
+		}
+		if tr.bad != nil {
+			t.Fatal(tr.bad)
 		}
 		if got := openFDs(t); got != fds {
 			t.Fatalf("%d descriptors open after the worker's stream, %d before", got, fds)

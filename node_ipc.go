@@ -290,12 +290,14 @@ func appendNodeCluster(b []byte, seq int64) []byte {
 	return strconv.AppendInt(b, seq, 10)
 }
 
-// appendNodeHandle appends the start of a NODE_HANDLE envelope of type typ;
-// the caller appends the inner message and nodeHandleEnd.
+// appendNodeHandle appends the start of a NODE_HANDLE envelope of type typ,
+// one of Node's handle type names (plain ASCII: no escaping); the caller
+// appends the inner message and the closing brace. A line that is not
+// valid JSON would kill the worker (an uncaught SyntaxError in its reader).
 func appendNodeHandle(b []byte, typ string) []byte {
-	b = append(b, `{"cmd":"NODE_HANDLE","type":`...)
-	b = strconv.AppendQuote(b, typ)
-	return append(b, `,"msg":`...)
+	b = append(b, `{"cmd":"NODE_HANDLE","type":"`...)
+	b = append(b, typ...)
+	return append(b, `","msg":`...)
 }
 
 // The lines the primary writes as they are.

@@ -706,7 +706,8 @@ func (n *nodeWorker) queryServer(m *nodeMsg) {
 					family = "IPv6"
 				}
 				b = append(b, `,"sockname":{"address":`...)
-				b = strconv.AppendQuote(b, host)
+				quoted, _ := json.Marshal(host) // JSON's quoting, not Go's
+				b = append(b, quoted...)
 				b = append(b, `,"family":"`...)
 				b = append(b, family...)
 				b = append(b, `","port":`...)
