@@ -79,6 +79,10 @@ func nodeEnv(s *Settings, id int, extra []string) ([]string, error) {
 	if s.Serialization != JSON {
 		return nil, fmt.Errorf("Settings.NodeIPC speaks JSON with Node workers; Serialization %v is not supported", s.Serialization)
 	}
+	if len(s.Args) == 0 {
+		// Node without a script never starts its cluster worker: no online.
+		return nil, errors.New("Settings.NodeIPC: Args must name the script (node's argv[1])")
+	}
 	if s.NodeWindow < 0 || s.NodeWindow > maxNodeWindow {
 		return nil, fmt.Errorf("Settings.NodeWindow %d is out of range 0..%d", s.NodeWindow, maxNodeWindow)
 	}

