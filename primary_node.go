@@ -70,8 +70,9 @@ var errNodeNoChannel = errors.New("Settings.NodeIPC: Node's IPC channel is a Uni
 // nodeEnv is the environment of a Node worker: the primary's, then
 // Settings.Env, then the fork's env, then Node's cluster variables (the
 // channel is placed right after Settings.ExtraFiles, see startProcess).
-// clusternet's own variables are left out: the worker is not a clusternet
-// program.
+// clusternet's own variables are left out, CLUSTERNET_WORKER_ID first: the
+// worker is not a clusternet worker, nor are the programs it starts
+// (startProcess adds CLUSTERNET_CHANNEL, which means nothing without it).
 func nodeEnv(s *Settings, id int, extra []string) ([]string, error) {
 	if !nodeSupported {
 		return nil, errNodeNoChannel
@@ -130,8 +131,7 @@ type nodeWorker struct {
 	lines    int64       // lines given to the channel
 	ackedEnd int64       // written when the newest answered handle line was
 	ackedAt  int64       // lines when it was
-	conns    map[int64]*nodeConn
-	data     map[*sharedAddr]json.RawMessage // queryServer data, the first worker's, per address
+	conns    map[int64]*nodeConn // newconn sent, by seq, until the worker's reply
 }
 
 // nodeLine is one line for the worker, with the handle that goes with it.
@@ -726,7 +726,10 @@ func (n *nodeWorker) queryServer(m *nodeMsg) {
 			sub.handoff = false
 		}
 		sub.node = n
-		if !sa.closed {
+		w.mu.Lock()
+		leaving := w.disconnecting || w.exitedAfterDisconnect
+		w.mu.Unlock()
+		if !sa.closed && !leaving { // a disconnect meanwhile stopped the handoffs
 			sub.active, sub.window = true, n.window
 			sa.flushPending()
 			sa.cond.Signal()
