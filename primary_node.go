@@ -123,14 +123,14 @@ type nodeWorker struct {
 
 	mu       sync.Mutex
 	closed   bool
-	seq      int64       // the primary's cluster seq: the last one used
-	held     []*nodeLine // waiting for the handle line in flight to be answered
-	heldSize int         // their bytes, bounded by the channel's limit
-	inflight []*nodeLine // handle lines written and not yet answered, oldest first
-	written  int64       // bytes given to the channel
-	lines    int64       // lines given to the channel
-	ackedEnd int64       // written when the newest answered handle line was
-	ackedAt  int64       // lines when it was
+	seq      int64               // the primary's cluster seq: the last one used
+	held     []*nodeLine         // waiting for the handle line in flight to be answered
+	heldSize int                 // their bytes, bounded by the channel's limit
+	inflight []*nodeLine         // handle lines written and not yet answered, oldest first
+	written  int64               // bytes given to the channel
+	lines    int64               // lines given to the channel
+	ackedEnd int64               // written when the newest answered handle line was
+	ackedAt  int64               // lines when it was
 	conns    map[int64]*nodeConn // newconn sent, by seq, until the worker's reply
 }
 
