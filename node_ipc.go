@@ -176,6 +176,13 @@ const (
 	nodeCmdHandleAck = "NODE_HANDLE_ACK"
 	nodeCmdHandleNak = "NODE_HANDLE_NACK"
 	nodeCmdCluster   = "NODE_CLUSTER"
+
+	// A server's questions about the connections it sent (socket_list.js),
+	// and their answers.
+	nodeCmdSocketNotifyClose = "NODE_SOCKET_NOTIFY_CLOSE"
+	nodeCmdSocketAllClosed   = "NODE_SOCKET_ALL_CLOSED"
+	nodeCmdSocketGetCount    = "NODE_SOCKET_GET_COUNT"
+	nodeCmdSocketCount       = "NODE_SOCKET_COUNT"
 )
 
 // isNodeInternal reports whether cmd makes a message internal in Node: a

@@ -449,6 +449,8 @@ func (n *nodeWorker) handleLine(line []byte) error {
 		n.handleHandle(&m)
 	case nodeCmdCluster:
 		n.handleCluster(&m)
+	case nodeCmdSocketNotifyClose, nodeCmdSocketGetCount:
+		n.socketList(&m)
 	default:
 		n.reportf("dropped an unknown internal message %q", m.Cmd)
 	}
@@ -470,6 +472,33 @@ func (n *nodeWorker) reportf(format string, args ...any) {
 			fn(err)
 		}
 	})
+}
+
+// socketList answers what a worker's server asks about the connections it
+// sent the primary (lib/internal/socket_list.js: a net.Socket sent with a
+// key). The primary does not follow what becomes of a connection once a
+// handler has taken it, so it answers as if the primary held none: the
+// worker's server.close() does not wait for them (it would wait forever
+// for an answer otherwise), and getConnections() counts only the worker's.
+func (n *nodeWorker) socketList(m *nodeMsg) {
+	var key string
+	if json.Unmarshal(m.Key, &key) != nil {
+		n.reportf("dropped a %s without a key", m.Cmd)
+		return
+	}
+	quoted, _ := json.Marshal(key)
+	b := []byte(`{"cmd":"`)
+	if m.Cmd == nodeCmdSocketNotifyClose {
+		b = append(b, nodeCmdSocketAllClosed...)
+	} else {
+		b = append(b, nodeCmdSocketCount...)
+	}
+	b = append(b, `","key":`...)
+	b = append(b, quoted...)
+	if m.Cmd == nodeCmdSocketGetCount {
+		b = append(b, `,"count":0`...)
+	}
+	n.send(&nodeLine{b: append(b, "}\n"...)})
 }
 
 // nodeHandleKinds is what each type of handle a worker may send becomes.

@@ -130,20 +130,27 @@ func TestNodeJSBadInput(t *testing.T) {
 	fds := openFDs(t)
 	w := forkJSWith(t, Settings{Exec: exe, Args: []string{"-test.run=^$"}, NodeIPC: true}, envFakeNode+"=bad")
 	ev := watchJS(w)
+	conns := make(chan string, 4)
+	w.OnMessage(func(m Message) {
+		if m.HasHandle() { // the handle is the handler's to take
+			c, err := m.Conn()
+			if err != nil {
+				t.Errorf("the socket sent with %s: %v", m.Raw(), err)
+				return
+			}
+			conns <- fmt.Sprintf("%s %T", m.Raw(), c)
+			c.Close()
+		}
+	})
 	in := messages(w)
 	ev.next(t, "online")
 	var got []string
 	for len(got) < 3 {
 		m := recv(t, in, "a message")
 		got = append(got, string(m.Raw()))
-		if m.HasHandle() {
-			c, err := m.Conn()
-			if err != nil {
-				t.Errorf("the socket sent with %s: %v", m.Raw(), err)
-			} else {
-				c.Close()
-			}
-		}
+	}
+	if c := recv(t, conns, "the socket"); c != `{"with":"a socket"} *net.UnixConn` {
+		t.Errorf("the socket came as %s", c)
 	}
 	if fmt.Sprint(got) != `[{"with":"a socket"} "a handle no line claims" "ok"]` {
 		t.Errorf("messages %v", got)

@@ -277,3 +277,54 @@ func TestNodeJSWindowLargeMessages(t *testing.T) {
 		}
 	}
 }
+
+// TestNodeJSWorkerSendsSockets: a Node worker sends the primary the
+// connections its server accepts; the primary serves them; the worker's
+// server.getConnections() and server.close(), which ask the primary about
+// them, are answered.
+func TestNodeJSWorkerSendsSockets(t *testing.T) {
+	setPolicy(t, SchedRR)
+	addr := freePort(t)
+	_, port, _ := net.SplitHostPort(addr)
+	w := forkJS(t, "sendsock.js", "PORT="+port, "HOST=127.0.0.1")
+	ev := watchJS(w)
+	conns := make(chan net.Conn, 1)
+	w.OnMessage(func(m Message) {
+		if m.HasHandle() { // the handle is the handler's to take
+			c, err := m.Conn()
+			if err != nil {
+				t.Errorf("the connection sent with %s: %v", m.Raw(), err)
+				return
+			}
+			conns <- c
+		}
+	})
+	in := messages(w)
+	ev.next(t, "online")
+	ev.next(t, "listening")
+	defer ev.noErrors(t)
+
+	client, err := net.Dial("tcp4", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	m := recv(t, in, "the connection")
+	if want := fmt.Sprintf(`"conn for node %d"`, w.ID()); string(m.Raw()) != want {
+		t.Fatalf("message %s, want %s", m.Raw(), want)
+	}
+	c := recv(t, conns, "the connection's handle")
+	fmt.Fprintln(c, "served by the Go primary")
+	c.Close()
+	client.SetReadDeadline(time.Now().Add(testTimeout))
+	if line, err := bufio.NewReader(client).ReadString('\n'); line != "served by the Go primary\n" || err != nil {
+		t.Errorf("read %q, %v", line, err)
+	}
+
+	if m := ask[map[string]any](t, w, in, "count"); m["count"] != float64(0) || m["err"] != nil {
+		t.Errorf("getConnections: %v", m)
+	}
+	if m := ask[string](t, w, in, "close"); m != "closed" {
+		t.Errorf("close: %q", m)
+	}
+}
