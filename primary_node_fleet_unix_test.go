@@ -103,10 +103,15 @@ func TestNodeJSMixedFleet(t *testing.T) {
 	}
 }
 
-// TestNodeJSRefusedHandedOn: a Node worker whose server is at its
-// maxConnections (1, with a connection the test holds open) refuses every
-// connection the primary hands it (accepted: false); each goes to the other
-// worker, and none is lost.
+// TestNodeJSRefusedHandedOn: a Node worker refuses the connections the
+// primary handed it (accepted: false) when its server is gone by the time
+// it reads them: its event loop is blocked while they are sent, then it
+// closes the server. Each goes to the other worker, none is lost, and the
+// primary keeps no descriptor.
+//
+// (Node 20 also refuses past a server's maxConnections; Debian's Node 18,
+// which CI installs, may not, so the test makes the refusal the way every
+// version does.)
 func TestNodeJSRefusedHandedOn(t *testing.T) {
 	for _, window := range []int{0, 4} {
 		t.Run(fmt.Sprintf("window=%d", window), func(t *testing.T) {
@@ -116,8 +121,9 @@ func TestNodeJSRefusedHandedOn(t *testing.T) {
 			_, port, _ := net.SplitHostPort(addr)
 			s := jsSettings(t, "whoami.js")
 			s.NodeWindow = window
-			refuser := forkJSWith(t, s, "PORT="+port, "HOST=127.0.0.1", "MAXCONN=1")
+			refuser := forkJSWith(t, s, "PORT="+port, "HOST=127.0.0.1", "STALL_THEN_CLOSE=500")
 			ev1 := watchJS(refuser)
+			said := messages(refuser)
 			taker := forkJSWith(t, s, "PORT="+port, "HOST=127.0.0.1")
 			ev2 := watchJS(taker)
 			for _, ev := range []*jsEvents{ev1, ev2} {
@@ -125,37 +131,21 @@ func TestNodeJSRefusedHandedOn(t *testing.T) {
 				ev.next(t, "listening")
 				defer ev.noErrors(t)
 			}
-			// Connections held open until the refuser has one.
-			var held []net.Conn
-			defer func() {
-				for _, c := range held {
-					c.Close()
-				}
-			}()
-			for i := 0; refuser.Stats().Accepted == 0; i++ {
-				if i == 10 {
-					t.Fatal("the refuser took none of 10 connections")
-				}
-				c, err := net.Dial("tcp", addr)
-				if err != nil {
-					t.Fatal(err)
-				}
-				held = append(held, c)
-				deadline := time.Now().Add(testTimeout)
-				for refuser.Stats().Accepted+taker.Stats().Accepted < uint64(i+1) && time.Now().Before(deadline) {
-					time.Sleep(time.Millisecond)
-				}
+			if m := recv(t, said, "the refuser stalling"); string(m.Raw()) != `"stalling"` {
+				t.Fatalf("the refuser says %s", m.Raw())
 			}
-			handed := refuser.Stats().Handed
-			got := jsServed(t, addr, 30, true)
-			if want := fmt.Sprintf("node %d", taker.ID()); got[want] != 30 {
-				t.Errorf("answers %v, want all 30 from %s", got, want)
+			const n = 30
+			got := jsServed(t, addr, n, true)
+			if m := recv(t, said, "the refuser's server closing"); string(m.Raw()) != `"closed"` {
+				t.Fatalf("the refuser says %s", m.Raw())
 			}
-			if st := refuser.Stats(); st.Handed == handed || st.Accepted != 1 {
-				t.Errorf("the refusing worker was handed %d more and accepted %d in all, want more and 1", st.Handed-handed, st.Accepted)
+			if want := fmt.Sprintf("node %d", taker.ID()); got[want] != n {
+				t.Errorf("answers %v, want all %d from %s", got, n, want)
 			}
-			for _, c := range held {
-				c.Close() // the workers' disconnect waits for them
+			st := refuser.Stats()
+			t.Logf("the refuser was handed %d, accepted %d", st.Handed, st.Accepted)
+			if st.Handed == 0 || st.Accepted != 0 {
+				t.Errorf("the refusing worker was handed %d and accepted %d, want some and none", st.Handed, st.Accepted)
 			}
 			if err := Disconnect(testContext(t)); err != nil {
 				t.Fatal(err)
@@ -179,13 +169,16 @@ func TestNodeJSWorkerDeathLosesNothing(t *testing.T) {
 			s.NodeWindow = window
 			staller := forkJSWith(t, s, "PORT="+port, "HOST=127.0.0.1", "STALL=1")
 			ev1 := watchJS(staller)
+			said := messages(staller)
 			taker := forkJSWith(t, s, "PORT="+port, "HOST=127.0.0.1")
 			ev2 := watchJS(taker)
 			for _, ev := range []*jsEvents{ev1, ev2} {
 				ev.next(t, "online")
 				ev.next(t, "listening")
 			}
-			time.Sleep(100 * time.Millisecond) // the staller's loop is blocked by now
+			if m := recv(t, said, "the staller stalling"); string(m.Raw()) != `"stalling"` {
+				t.Fatalf("the staller says %s", m.Raw())
+			}
 			const n = 12
 			done := make(chan map[string]int, 1)
 			go func() { done <- jsServed(t, addr, n, true) }()

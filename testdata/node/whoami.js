@@ -4,7 +4,8 @@
 // SOCKET a Unix socket path. MAXCONN sets server.maxConnections (Node 20
 // refuses a connection the primary hands it past that, accepted: false).
 // STALL=1 blocks its event
-// loop once it listens, so that it reads nothing more from the primary.
+// loop once it listens, so that it reads nothing more from the primary;
+// STALL_THEN_CLOSE=ms blocks it that long, then closes the server.
 // A string message is answered with its length.
 const cluster = require('node:cluster');
 const http = require('node:http');
@@ -18,7 +19,21 @@ if (process.env.MAXCONN !== undefined) {
 }
 server.on('listening', () => {
   if (process.env.STALL === '1') {
-    setTimeout(() => { for (;;) {} }, 0);
+    setTimeout(() => {
+      process.send('stalling'); // written before the loop blocks
+      for (;;) {}
+    }, 0);
+  } else if (process.env.STALL_THEN_CLOSE) {
+    // Blocks for that many ms, then closes the server before its loop
+    // reads what the primary sent meanwhile: every connection in flight
+    // comes back refused (accepted: false), in every Node version.
+    setTimeout(() => {
+      process.send('stalling'); // written before the loop blocks
+      const end = Date.now() + Number(process.env.STALL_THEN_CLOSE);
+      while (Date.now() < end) {}
+      server.close();
+      process.send('closed');
+    }, 0);
   }
 });
 if (process.env.SOCKET) {
