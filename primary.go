@@ -23,6 +23,8 @@ type Settings struct {
 	Dir           string        // its working directory (Node cwd); default: the primary's
 	Env           []string      // "KEY=value" added to every worker's environment
 	Serialization Serialization // JSON (default) or Gob (Node "advanced")
+	NodeIPC       bool          // workers are Node.js programs (Exec is node, Args its script): Node's own IPC and cluster protocols, see docs/node-workers.md; Unix only
+	NodeWindow    int           // with NodeIPC under SchedRR: connections in flight per Node worker and address; 0 or 1 is Node's own flow control, up to 32 pipelines them (docs/node-workers.md)
 	Silent        bool          // worker stdout/stderr to Worker.Stdout()/Stderr() instead of the primary's; each keeps the newest 1 MiB unread (older output is dropped, counted in WorkerStats.OutputDropped)
 	Stdin         io.Reader     // Node stdio; set ones override Silent
 	Stdout        io.Writer
@@ -217,7 +219,11 @@ func forkWorker(env []string, replaces *Worker) (*Worker, error) {
 		stdio.abort()
 		return nil, fmt.Errorf("clusternet: fork worker %d: %w", id, err)
 	}
-	proc, err := startProcess(&s, workerEnv(&s, id, env), stdio, childEnd)
+	wenv, err := forkEnv(&s, id, env)
+	var proc *os.Process
+	if err == nil {
+		proc, err = startProcess(&s, wenv, stdio, childEnd)
+	}
 	closeHandles([]sysHandle{childEnd})
 	if err != nil {
 		stdio.abort()
@@ -245,6 +251,9 @@ func forkWorker(env []string, replaces *Worker) (*Worker, error) {
 		replaces:   replaces,
 	}
 	w.ch.limit = sendQueueLimit(s.MaxMessageSize) // before anything is sent
+	if s.NodeIPC {
+		w.node = newNodeWorker(w, &s)
+	}
 	cluster.workers[id] = w
 	cluster.alive[w] = true
 	events.post(func() {

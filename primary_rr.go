@@ -52,6 +52,12 @@ type subscription struct {
 	deal    []sysHandle // distribute's share for it
 	records []byte      // handOver's records
 
+	// modeRR with a Node worker (primary_node.go): newconn messages on its
+	// channel instead of the handoff socket, nodeInflight of them not yet
+	// answered; window bounds them.
+	node         *nodeWorker
+	nodeInflight int
+
 	// modeOwn: the primary's copy of the worker's socket, kept so that Run
 	// can hand it, queue and all, to the next worker when this was the last.
 	own sharedSocket
@@ -62,6 +68,9 @@ type subscription struct {
 func (sub *subscription) room() int {
 	if !sub.active || sub.jammed {
 		return 0
+	}
+	if sub.node != nil {
+		return max(0, sub.window-sub.nodeInflight)
 	}
 	if sub.queued >= sub.window {
 		sub.look()
@@ -89,6 +98,9 @@ func (sub *subscription) look() {
 // primary. It returns those the handoff socket did not take. Called with
 // sa.mu held.
 func (sub *subscription) handOver(hs []sysHandle) []sysHandle {
+	if sub.node != nil {
+		return sub.node.handOver(sub, hs)
+	}
 	records := sub.records[:0]
 	for i := range hs {
 		record := recordConn

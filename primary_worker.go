@@ -33,6 +33,9 @@ func (w *Worker) disconnectFromPrimary() error {
 		return nil
 	}
 	stopHandoffs(w)
+	if w.node != nil {
+		return w.node.disconnect()
+	}
 	if err := w.ch.send(outFrame{b: newFrame(frameDisconnect, 0, 0)}); err != nil && !errors.Is(err, ErrChannelClosed) {
 		return err
 	}
@@ -69,13 +72,24 @@ const refusedGrace = time.Second
 // disconnect event (after an error event when the worker broke the protocol).
 func (w *Worker) serve() {
 	defer close(w.readerDone)
-	err := w.readFrames()
+	var err error
+	if w.node != nil {
+		err = w.node.read()
+	} else {
+		err = w.readFrames()
+	}
 	w.ch.abort(ErrChannelClosed)
 	w.ch.reader.close()
 	// Only once the writer has stopped can the connections it was sending
 	// go to other workers: none of their descriptors may be closed, and its
 	// number reused, under a write in progress.
 	<-w.ch.done
+	if w.node != nil {
+		w.node.shutdown()
+		if n := w.node.lr.close(); n > 0 {
+			w.postError(fmt.Errorf("clusternet: worker %d: closed %d handle(s) that no %s line claimed", w.id, n, nodeCmdHandle))
+		}
+	}
 	dropWorker(w)
 	w.mu.Lock()
 	w.connected = false
@@ -180,23 +194,7 @@ func (w *Worker) handleFrame(f frame) error {
 		if v != protocolVersion {
 			return w.refuse(v)
 		}
-		w.mu.Lock()
-		w.online = true
-		w.noteLocked()
-		w.mu.Unlock()
-		events.post(func() {
-			w.mu.Lock()
-			if w.state == StateNone {
-				w.state = StateOnline
-			}
-			w.mu.Unlock()
-			for _, fn := range w.onOnline.list() {
-				fn()
-			}
-			for _, fn := range cluster.onOnline.list() {
-				fn(w)
-			}
-		})
+		w.postOnline()
 	case frameExitedAfterDisconnect:
 		w.mu.Lock()
 		w.exitedAfterDisconnect = true
@@ -219,6 +217,28 @@ func (w *Worker) handleFrame(f frame) error {
 		return protocolErrorf("a worker may not send frames of kind %d", f.kind)
 	}
 	return nil
+}
+
+// postOnline marks w online and emits its online event. Only w's reader
+// calls it.
+func (w *Worker) postOnline() {
+	w.mu.Lock()
+	w.online = true
+	w.noteLocked()
+	w.mu.Unlock()
+	events.post(func() {
+		w.mu.Lock()
+		if w.state == StateNone {
+			w.state = StateOnline
+		}
+		w.mu.Unlock()
+		for _, fn := range w.onOnline.list() {
+			fn()
+		}
+		for _, fn := range cluster.onOnline.list() {
+			fn(w)
+		}
+	})
 }
 
 // maxListeningReports bounds the addresses the primary remembers a worker

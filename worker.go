@@ -72,6 +72,10 @@ type Worker struct {
 	max   int  // largest message body
 	self  bool // this is Self(), not a worker seen by the primary
 
+	// A Node.js worker (Settings.NodeIPC): its channel speaks Node's
+	// protocols (primary_node.go). Set at Fork.
+	node *nodeWorker
+
 	mu                    sync.Mutex
 	state                 State
 	connected             bool
@@ -235,6 +239,9 @@ func (w *Worker) Send(msg any, opts ...SendOption) error {
 	}
 	if w.ch.isClosing() {
 		return ErrChannelClosed
+	}
+	if w.node != nil {
+		return w.node.sendMessage(msg, opts)
 	}
 	f, err := encodeMessage(w.codec, msg, opts)
 	if err != nil {

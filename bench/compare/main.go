@@ -10,7 +10,11 @@
 // rr, none, reuseport (clusternet's SchedRR, SchedNone, SchedReusePort, each
 // worker with GOMAXPROCS = procs), node-rr and node-none (Node's cluster with
 // NODE_CLUSTER_SCHED_POLICY=rr or none; skipped, with a note, when node is
-// not on PATH). Each mode runs as a process tree of its own (this program
+// not on PATH), gonode-rr and gonode-rrw (a clusternet primary under SchedRR
+// whose workers are Node's own, the worker half of the same server.js, forked
+// with Settings.NodeIPC: gonode-rr with Node's flow control, one connection
+// in flight per worker; gonode-rrw with -node-window of them; skipped
+// likewise without node). Each mode runs as a process tree of its own (this program
 // re-executed as the server, or node), all of them side by side; the load
 // generator is this process. Every measurement is cut into slices (-slice)
 // taken from every mode in turn, in an order that rotates, so that load from
@@ -93,11 +97,12 @@ type options struct {
 
 	jsonFile   string
 	cpuprofile string
+	NodeWindow int    `json:"node_window"`
 	node       string // node's path; "" when skipped
 	nodeDir    string // where server.js and echo.js were written
 }
 
-var allModes = []string{"plain", "rr", "none", "reuseport", "node-rr", "node-none"}
+var allModes = []string{"plain", "rr", "none", "reuseport", "node-rr", "node-none", "gonode-rr", "gonode-rrw"}
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("compare", flag.ContinueOnError)
@@ -115,6 +120,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&modes, "modes", strings.Join(allModes, ","), "modes to run: "+strings.Join(allModes, ","))
 	fs.IntVar(&o.Conns, "conns", 64, "keep-alive connections")
 	fs.IntVar(&o.Conc, "conc", 64, "new connections in flight (closed loop)")
+	fs.IntVar(&o.NodeWindow, "node-window", 8, "gonode-rrw: connections in flight per Node worker (Settings.NodeWindow)")
 	fs.IntVar(&o.Pool, "pool", 512, "open-loop goroutines (requests in flight at most)")
 	fs.IntVar(&o.BalanceWorkers, "balance-workers", 4, "workers for the balance measurement")
 	fs.StringVar(&sweep, "sweep", "", "worker counts, comma-separated (1,2,4,8): new connections/s and CPU per connection of every cluster mode at each count")
@@ -230,7 +236,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			}
 			o.nodeDir = dir
 		} else {
-			notes = append(notes, "node is not on PATH: skipped Node's cluster (node-rr, node-none, and Node's side of the messages)")
+			notes = append(notes, "node is not on PATH: skipped Node's cluster (node-rr, node-none, gonode-rr, gonode-rrw, and Node's side of the messages)")
 		}
 	}
 	if o.Wrk {
@@ -278,7 +284,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func wantsNode(o *options) bool {
-	return slices.Contains(o.Modes, "node-rr") || slices.Contains(o.Modes, "node-none")
+	return slices.ContainsFunc(o.Modes, usesNode)
 }
 
 // Machine says where the figures come from.

@@ -77,7 +77,7 @@ func TestQuick(t *testing.T) {
 	var bytes0 [2]int
 	for _, m := range rep.Modes {
 		if m.Skipped != "" {
-			if !strings.HasPrefix(m.Mode, "node-") {
+			if !strings.HasPrefix(m.Mode, "node-") && !strings.HasPrefix(m.Mode, "gonode-") {
 				t.Errorf("mode %s skipped: %s", m.Mode, m.Skipped)
 			}
 			continue

@@ -32,6 +32,12 @@ func (m *measurer) logf(format string, args ...any) {
 
 func isNode(mode string) bool { return strings.HasPrefix(mode, "node-") }
 
+// isGoNode says that mode is a clusternet primary with Node workers.
+func isGoNode(mode string) bool { return strings.HasPrefix(mode, "gonode-") }
+
+// usesNode says that mode runs node.
+func usesNode(mode string) bool { return isNode(mode) || isGoNode(mode) }
+
 // spec is the server tree of a mode.
 func (m *measurer) spec(mode string, workers int) server.Spec {
 	s := server.Spec{Workers: workers, Procs: m.o.Procs, PrimaryProcs: m.o.PrimaryProcs, Stderr: m.log}
@@ -41,6 +47,12 @@ func (m *measurer) spec(mode string, workers int) server.Spec {
 	case isNode(mode):
 		s.Kind, s.Policy = "node", strings.TrimPrefix(mode, "node-")
 		s.Node, s.NodeScript = m.o.node, filepath.Join(m.o.nodeDir, "server.js")
+	case isGoNode(mode):
+		s.Kind, s.Policy = "cluster", "rr"
+		s.Node, s.NodeScript = m.o.node, filepath.Join(m.o.nodeDir, "server.js")
+		if mode == "gonode-rrw" {
+			s.NodeWindow = m.o.NodeWindow
+		}
 	default:
 		s.Kind, s.Policy = "cluster", mode
 	}
@@ -107,7 +119,7 @@ func (m *measurer) all(rep *Report) {
 	var modes []*ModeReport
 	for _, name := range m.o.Modes {
 		mr := &ModeReport{Mode: name}
-		if isNode(name) && m.o.node == "" {
+		if usesNode(name) && m.o.node == "" {
 			mr.Skipped = "node is not on PATH"
 		} else {
 			modes = append(modes, mr)

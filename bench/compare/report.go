@@ -305,6 +305,16 @@ func (rep *Report) targets() {
 	rr := rep.mode("rr")
 	ratio("rr new conn/s ÷ none", rr, rep.mode("none"), nc, 0.9, "conn/s")
 	ratio("rr new conn/s ÷ node-rr", rr, rep.mode("node-rr"), nc, 1.8, "conn/s")
+	ratio("gonode-rr new conn/s ÷ node-rr", rep.mode("gonode-rr"), rep.mode("node-rr"), nc, 1.0, "conn/s")
+	ratio(fmt.Sprintf("gonode-rrw (window %d) new conn/s ÷ node-rr", rep.Options.NodeWindow), rep.mode("gonode-rrw"), rep.mode("node-rr"), nc, 1.3, "conn/s")
+	for _, name := range []string{"gonode-rr", "gonode-rrw"} {
+		if g := rep.mode(name); g != nil && g.MaxMin.valid() {
+			v := float64(g.MaxMin.Median)
+			add(fmt.Sprintf("%s balance max/min (%d workers, light load)", name, rep.Options.BalanceWorkers), "≤ 1.10", v, v <= 1.1, true, fmt.Sprintf("top-2 share %.0f%%", 100*float64(g.Top2.Median)))
+		} else {
+			add(name+" balance max/min", "≤ 1.10", math.NaN(), false, false, "not measured")
+		}
+	}
 	for _, m := range []string{"rr", "none", "reuseport"} {
 		ratio(m+" keep-alive req/s ÷ plain", rep.mode(m), rep.mode("plain"), ka, 0.95, "req/s")
 	}
@@ -379,6 +389,10 @@ func modeLabel(m string) string {
 		return "node cluster rr"
 	case "node-none":
 		return "node cluster none"
+	case "gonode-rr":
+		return "clusternet SchedRR, Node workers"
+	case "gonode-rrw":
+		return "clusternet SchedRR, Node workers, window"
 	}
 	return m
 }

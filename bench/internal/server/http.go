@@ -158,6 +158,12 @@ func clusterPrimary(cfg Config) error {
 	if err != nil {
 		return err
 	}
+	if cfg.NodeScript != "" {
+		// Node's server.js: its worker half serves the same bytes, and
+		// answers {cmd: "stats"} as httpWorker does.
+		s.Exec, s.Args = cfg.NodeExec, []string{cfg.NodeScript}
+		s.NodeIPC, s.NodeWindow = true, cfg.NodeWindow
+	}
 	if err := clusternet.SetupPrimary(s); err != nil {
 		return err
 	}

@@ -47,6 +47,12 @@ type Config struct {
 	Handler string `json:",omitempty"` // "http" (default) or "raw"
 	Addr    string `json:",omitempty"` // default 127.0.0.1:0
 
+	// cluster: with NodeScript, the workers are Node programs (node's
+	// path NodeExec), forked with Settings.NodeIPC and NodeWindow.
+	NodeExec   string `json:",omitempty"`
+	NodeScript string `json:",omitempty"`
+	NodeWindow int    `json:",omitempty"`
+
 	Msg    *MsgConfig    `json:",omitempty"`
 	Listen *ListenConfig `json:",omitempty"`
 }

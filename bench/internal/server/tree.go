@@ -26,8 +26,9 @@ type Spec struct {
 
 	PrimaryProcs int      // GOMAXPROCS of a cluster's primary; default 1
 	Exe          string   // the Go program to re-execute; default os.Executable()
-	Node         string   // node's path (node)
-	NodeScript   string   // server.js (node)
+	Node         string   // node's path (node; cluster with Node workers)
+	NodeScript   string   // server.js (node; cluster: its workers are Node's, forked with Settings.NodeIPC)
+	NodeWindow   int      // cluster with Node workers: Settings.NodeWindow
 	Env          []string // added to the server's environment
 	Stderr       io.Writer
 }
@@ -62,7 +63,7 @@ func Start(s Spec) (*Tree, error) {
 				return nil, err
 			}
 		}
-		cfg, _ := json.Marshal(Config{Workers: s.Workers, Procs: s.Procs, Handler: s.Handler})
+		cfg, _ := json.Marshal(Config{Workers: s.Workers, Procs: s.Procs, Handler: s.Handler, NodeExec: s.Node, NodeScript: s.NodeScript, NodeWindow: s.NodeWindow})
 		cmd = exec.Command(exe)
 		env = append(env, envRole+"="+s.Kind, envConfig+"="+string(cfg))
 		if s.Kind == "plain" {
