@@ -557,7 +557,7 @@ func (sa *sharedAddr) keepSpareLocked(s sharedSocket, d time.Duration) {
 			sa.spares = slices.Delete(sa.spares, i, i+1)
 		}
 		// Others serve: their workers take what is queued there.
-		kept := i >= 0 && len(sa.subs) > 0 && !sa.closed && !reusePortMigrates() && !upgradedAway() && sa.retireLocked(sp.s)
+		kept := i >= 0 && sa.adoptersLocked() && !sa.closed && !reusePortMigrates() && !upgradedAway() && sa.retireLocked(sp.s)
 		sa.mu.Unlock()
 		if i >= 0 && !kept {
 			sp.s.Close()
@@ -625,7 +625,7 @@ func (sa *sharedAddr) unsubscribe(sub *subscription, hold, died bool) {
 	var drop sharedSocket // closed below, without the locks
 	if sub.own != nil {
 		switch {
-		case !sa.closed && !empty && !reusePortMigrates() && !upgradedAway() && sa.retireLocked(sub.own):
+		case !sa.closed && sa.adoptersLocked() && !reusePortMigrates() && !upgradedAway() && sa.retireLocked(sub.own):
 			// The other workers get what is queued there, and what the
 			// kernel still hashes to it (primary_reuseport.go).
 		case hold && !sa.closed && empty:

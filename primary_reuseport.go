@@ -165,7 +165,7 @@ func (sa *sharedAddr) dealOwnLocked(hs []sysHandle) {
 	sa.pending = nil
 	var takers []*subscription
 	for _, sub := range sa.subs {
-		if sub.w.leaving() {
+		if !sub.canAdopt() {
 			continue
 		}
 		if !sub.handoff {
@@ -211,6 +211,18 @@ func (sa *sharedAddr) dealOwnLocked(hs []sysHandle) {
 		sa.pending = append(sa.pending, sub.deal[sent:]...)
 		sub.deal = sub.deal[:0]
 	}
+}
+
+// canAdopt reports whether sub's worker can be dealt connections from a
+// retired socket: a Go worker (a Node worker speaks Node's protocol, which
+// has no handoff socket beside a listener of its own) not on its way out.
+func (sub *subscription) canAdopt() bool { return sub.w.node == nil && !sub.w.leaving() }
+
+// adoptersLocked reports whether a worker of sa could be dealt connections
+// from a retired socket: otherwise a socket is closed, not retired. Called
+// with sa.mu held.
+func (sa *sharedAddr) adoptersLocked() bool {
+	return slices.ContainsFunc(sa.subs, (*subscription).canAdopt)
 }
 
 // flushOwnLocked deals the connections waiting for a worker of a modeOwn
