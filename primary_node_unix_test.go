@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -33,6 +34,21 @@ func jsNode(t testing.TB) string {
 		t.Skip("node is not installed (apt-get install nodejs)")
 	}
 	return p
+}
+
+// jsNodeMajor returns the major version of the node program.
+func jsNodeMajor(t testing.TB) int {
+	t.Helper()
+	out, err := exec.Command(jsNode(t), "--version").Output()
+	if err != nil {
+		t.Fatalf("node --version: %v", err)
+	}
+	major, _, _ := strings.Cut(strings.TrimPrefix(strings.TrimSpace(string(out)), "v"), ".")
+	n, err := strconv.Atoi(major)
+	if err != nil {
+		t.Fatalf("node --version says %q", out)
+	}
+	return n
 }
 
 // jsSettings returns settings that fork script (in testdata/node) as a
