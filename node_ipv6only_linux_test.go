@@ -23,9 +23,7 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -224,33 +222,7 @@ func nodeIPv6OnlyPrimary() {
 // nodeIPv6Only runs the primary of case c in a network namespace of its own
 // and reports what it says.
 func nodeIPv6Only(t *testing.T, c string) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: binds the wildcard address inside a network namespace of its own, where loopback is the only interface (CI runs as root)")
-	}
-	probe := exec.Command("/bin/true")
-	probe.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
-	if err := probe.Run(); err != nil {
-		t.Skipf("cannot create a network namespace here: %v", err)
-	}
-	cmd := primaryCommand(t, "node-ipv6only", "NODE_IPV6_CASE="+c)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
-	p := runPrimary(t, cmd)
-	for {
-		line := p.line(t)
-		if why, ok := strings.CutPrefix(line, "skip: "); ok {
-			p.wait(t)
-			t.Skip(why)
-		}
-		if why, ok := strings.CutPrefix(line, "fail: "); ok {
-			t.Error(why)
-		}
-		if line == "done" {
-			break
-		}
-	}
-	if err := p.wait(t); err != nil {
-		t.Errorf("the primary exited with %v", err)
-	}
+	netnsPrimary(t, "binds the wildcard address inside a network namespace of its own, where loopback is the only interface", "node-ipv6only", "NODE_IPV6_CASE="+c)
 }
 
 // TestNodeDgramIPv6Only is test-cluster-dgram-ipv6only: a worker binds udp6

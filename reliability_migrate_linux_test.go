@@ -13,9 +13,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -80,34 +77,5 @@ func migratePrimary() {
 }
 
 func TestReusePortKernelMigration(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: sets net.ipv4.tcp_migrate_req in a network namespace of its own (CI runs as root)")
-	}
-	probe := exec.Command("/bin/true")
-	probe.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
-	if err := probe.Run(); err != nil {
-		t.Skipf("cannot create a network namespace here: %v", err)
-	}
-	cmd := primaryCommand(t, "migrate-primary")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
-	p := runPrimary(t, cmd)
-	for {
-		line := p.line(t)
-		if why, ok := strings.CutPrefix(line, "skip: "); ok {
-			p.wait(t)
-			t.Skip(why)
-		}
-		if why, ok := strings.CutPrefix(line, "fail: "); ok {
-			t.Error(why)
-		}
-		if msg, ok := strings.CutPrefix(line, "log: "); ok {
-			t.Log(msg)
-		}
-		if line == "done" {
-			break
-		}
-	}
-	if err := p.wait(t); err != nil {
-		t.Errorf("the primary exited with %v", err)
-	}
+	netnsPrimary(t, "sets net.ipv4.tcp_migrate_req in a network namespace of its own", "migrate-primary")
 }
