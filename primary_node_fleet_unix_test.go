@@ -103,6 +103,33 @@ func TestNodeJSMixedFleet(t *testing.T) {
 	}
 }
 
+// jsStallPair forks two whoami.js workers on one free port under SchedRR
+// with window (Settings.NodeWindow): first one with env, which makes it
+// stall, then one that takes what it does not. It waits until both listen
+// and the first says it stalls, and returns the address, the two workers,
+// the first one's messages from then on, and both workers' events.
+func jsStallPair(t *testing.T, window int, env string) (addr string, staller, taker *Worker, said <-chan Message, evs []*jsEvents) {
+	t.Helper()
+	setPolicy(t, SchedRR)
+	addr = freePort(t)
+	_, port, _ := net.SplitHostPort(addr)
+	s := jsSettings(t, "whoami.js")
+	s.NodeWindow = window
+	staller = forkJSWith(t, s, "PORT="+port, "HOST=127.0.0.1", env)
+	evs = append(evs, watchJS(staller))
+	said = messages(staller)
+	taker = forkJSWith(t, s, "PORT="+port, "HOST=127.0.0.1")
+	evs = append(evs, watchJS(taker))
+	for _, ev := range evs {
+		ev.next(t, "online")
+		ev.next(t, "listening")
+	}
+	if m := recv(t, said, "the first worker stalling"); string(m.Raw()) != `"stalling"` {
+		t.Fatalf("the first worker says %s", m.Raw())
+	}
+	return addr, staller, taker, said, evs
+}
+
 // TestNodeJSRefusedHandedOn: a Node worker refuses the connections the
 // primary handed it (accepted: false) when its server is gone by the time
 // it reads them: its event loop is blocked while they are sent, then it
@@ -115,24 +142,10 @@ func TestNodeJSMixedFleet(t *testing.T) {
 func TestNodeJSRefusedHandedOn(t *testing.T) {
 	for _, window := range []int{0, 4} {
 		t.Run(fmt.Sprintf("window=%d", window), func(t *testing.T) {
-			setPolicy(t, SchedRR)
 			fds := openFDs(t)
-			addr := freePort(t)
-			_, port, _ := net.SplitHostPort(addr)
-			s := jsSettings(t, "whoami.js")
-			s.NodeWindow = window
-			refuser := forkJSWith(t, s, "PORT="+port, "HOST=127.0.0.1", "STALL_THEN_CLOSE=500")
-			ev1 := watchJS(refuser)
-			said := messages(refuser)
-			taker := forkJSWith(t, s, "PORT="+port, "HOST=127.0.0.1")
-			ev2 := watchJS(taker)
-			for _, ev := range []*jsEvents{ev1, ev2} {
-				ev.next(t, "online")
-				ev.next(t, "listening")
+			addr, refuser, taker, said, evs := jsStallPair(t, window, "STALL_THEN_CLOSE=500")
+			for _, ev := range evs {
 				defer ev.noErrors(t)
-			}
-			if m := recv(t, said, "the refuser stalling"); string(m.Raw()) != `"stalling"` {
-				t.Fatalf("the refuser says %s", m.Raw())
 			}
 			const n = 30
 			got := jsServed(t, addr, n, true)
@@ -161,24 +174,8 @@ func TestNodeJSRefusedHandedOn(t *testing.T) {
 func TestNodeJSWorkerDeathLosesNothing(t *testing.T) {
 	for _, window := range []int{0, 4} {
 		t.Run(fmt.Sprintf("window=%d", window), func(t *testing.T) {
-			setPolicy(t, SchedRR)
 			fds := openFDs(t)
-			addr := freePort(t)
-			_, port, _ := net.SplitHostPort(addr)
-			s := jsSettings(t, "whoami.js")
-			s.NodeWindow = window
-			staller := forkJSWith(t, s, "PORT="+port, "HOST=127.0.0.1", "STALL=1")
-			ev1 := watchJS(staller)
-			said := messages(staller)
-			taker := forkJSWith(t, s, "PORT="+port, "HOST=127.0.0.1")
-			ev2 := watchJS(taker)
-			for _, ev := range []*jsEvents{ev1, ev2} {
-				ev.next(t, "online")
-				ev.next(t, "listening")
-			}
-			if m := recv(t, said, "the staller stalling"); string(m.Raw()) != `"stalling"` {
-				t.Fatalf("the staller says %s", m.Raw())
-			}
+			addr, staller, taker, _, _ := jsStallPair(t, window, "STALL=1")
 			const n = 12
 			done := make(chan map[string]int, 1)
 			go func() { done <- jsServed(t, addr, n, true) }()
