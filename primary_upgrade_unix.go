@@ -193,6 +193,9 @@ func upgradeCluster(ctx context.Context, s *supervisor) error {
 	if done {
 		return errors.New("clusternet: upgrade: this primary has handed its cluster over already")
 	}
+	if inheritingUpgrade() {
+		return errors.New("clusternet: upgrade: this primary is still taking over from the one before it; upgrade it once it has (its PID file names it)")
+	}
 	if os.Getpid() == 1 {
 		// The new primary is this one's child: when PID 1 exits, the
 		// kernel kills every process of its namespace, the new primary too.
