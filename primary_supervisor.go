@@ -524,7 +524,10 @@ func (s *supervisor) forkLocked(sl *slot, replaces *Worker) (*Worker, error) {
 	s.log.Info("forked", "slot", sl.index, "id", w.ID(), "pid", w.Process().Pid)
 	if d := s.cfg.listenTimeout; d > 0 {
 		time.AfterFunc(d, func() {
-			if len(w.listenedAddresses()) > 0 || w.IsDead() {
+			// A worker the primary has given an address listens, though
+			// its report may not be read yet: it may be accepting, and a
+			// kill would reset what it accepted.
+			if len(w.listenedAddresses()) > 0 || len(w.subscriptions(false)) > 0 || w.IsDead() {
 				return
 			}
 			s.log.Warn("worker did not listen in time; replacing it", "id", w.ID(), "timeout", d)
@@ -582,6 +585,9 @@ func (s *supervisor) stopLocked() {
 // tookOver runs when this primary, which Upgrade started, is in charge.
 func (s *supervisor) tookOver() {
 	s.log.Info("took over the cluster from the old primary")
+	s.mu.Lock()
+	s.ready = true // the old primary said READY=1 for this one, with its MAINPID
+	s.mu.Unlock()
 	if s.cfg.pidFile != "" {
 		if err := writePIDFile(s.cfg.pidFile); err != nil {
 			s.log.Error("cannot write the PID file", "err", err)
