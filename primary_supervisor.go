@@ -63,8 +63,10 @@ func WithShutdownTimeout(d time.Duration) RunOption {
 }
 
 // WithListenTimeout is Run's health check: a worker that has not listened
-// within d of its fork is killed and replaced. Default: no check, for
-// workers that do not listen.
+// within d of its fork (reported listening, or been given an address by the
+// primary) is killed and replaced. Default: no check, for workers that do
+// not listen. It is also how long a reload's replacement, and an upgrade's
+// new primary, may take to listen before they are given up.
 func WithListenTimeout(d time.Duration) RunOption {
 	return func(c *runConfig) { c.listenTimeout = d }
 }
