@@ -164,7 +164,6 @@ var forwarded atomic.Int64
 
 // successor is the new primary an upgrade started.
 type successor struct {
-	exe    string
 	cmd    *exec.Cmd
 	ch     *channel
 	exited chan struct{} // closed once cmd.Wait returned
@@ -300,7 +299,7 @@ func startSuccessor(ctx context.Context, timeout time.Duration, log *slog.Logger
 		return nil, fmt.Errorf("clusternet: upgrade: starting the new primary: %w", err)
 	}
 	log.Info("upgrading: new primary started", "pid", cmd.Process.Pid, "exec", exe)
-	succ := &successor{exe: exe, cmd: cmd, exited: make(chan struct{})}
+	succ := &successor{cmd: cmd, exited: make(chan struct{})}
 	go func() {
 		succ.err = cmd.Wait()
 		close(succ.exited)
