@@ -558,6 +558,22 @@ func (s *supervisor) readyLocked() {
 	s.notify.send("READY=1", fmt.Sprintf("STATUS=serving: %d workers listening", len(s.slots)))
 }
 
+// awaitReady waits until every slot's first worker has listened (Run's
+// READY=1), d passes, or ctx ends, whichever comes first: workers that never
+// listen do not hold an upgrade up for longer than d.
+func (s *supervisor) awaitReady(ctx context.Context, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for {
+		s.mu.Lock()
+		ready := s.ready
+		s.mu.Unlock()
+		if ready || ctx.Err() != nil || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // upgrade is Upgrade under Run.
 func (s *supervisor) upgrade(ctx context.Context) error { return upgradeCluster(ctx, s) }
 

@@ -212,6 +212,11 @@ func upgradeCluster(ctx context.Context, s *supervisor) error {
 		notify = newNotifier(log)
 	}
 	notify.send("RELOADING=1", monotonicUsec(), "STATUS=upgrading: starting a new primary")
+	if s != nil {
+		// A worker still starting would bind its SchedReusePort socket
+		// after the handover, and take its queue with it when it leaves.
+		s.awaitReady(ctx, timeout)
+	}
 	succ, err := startSuccessor(ctx, timeout, log)
 	if err == nil && s != nil && !s.handOff() {
 		succ.kill()

@@ -99,7 +99,17 @@ func upPrimary() {
 			fmt.Printf("direct upgrade: %v\n", Upgrade(context.Background()))
 		}
 	}()
-	log := slog.New(slog.NewTextHandler(os.Stdout, nil)).With("primary", os.Getpid())
+	var out io.Writer = os.Stdout
+	if path := os.Getenv("UP_LOG"); path != "" {
+		// Every primary's log, also in a file the test shows on failure.
+		if f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err == nil {
+			out = io.MultiWriter(os.Stdout, f)
+		}
+	}
+	OnExit(func(w *Worker, st ExitStatus) {
+		slog.New(slog.NewTextHandler(out, nil)).Info("worker exit", "primary", os.Getpid(), "id", w.ID(), "status", st.String())
+	})
+	log := slog.New(slog.NewTextHandler(out, nil)).With("primary", os.Getpid())
 	err := Run(context.Background(), 2, WithLogger(log), WithPIDFile(os.Getenv("UP_PIDFILE")),
 		WithListenTimeout(3*time.Second), WithShutdownTimeout(10*time.Second))
 	fmt.Printf("up-primary %d: Run returned: %v\n", os.Getpid(), err)
@@ -215,7 +225,14 @@ func startUpCluster(t *testing.T, env ...string) *upCluster {
 		c.addr = freePort(t)
 		env = append(env, "ADDR="+c.addr)
 	}
-	c.shim = startPrimary(t, "up-shim", append(env, "UP_EXE="+c.app, "UP_RELEASE="+c.rel, "UP_PIDFILE="+c.pidFile)...)
+	logPath := filepath.Join(dir, "log")
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("the primaries' log:\n%s", b)
+		}
+	})
+	c.shim = startPrimary(t, "up-shim", append(env, "UP_EXE="+c.app, "UP_RELEASE="+c.rel, "UP_PIDFILE="+c.pidFile, "UP_LOG="+logPath)...)
 	if activate {
 		c.addr = strings.TrimPrefix(c.shim.waitLine(t, "shim: activated "), "shim: activated ")
 	}
