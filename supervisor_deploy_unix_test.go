@@ -392,23 +392,46 @@ func TestKeepAliveThroughReload(t *testing.T) {
 }
 
 // keepAliveLoad sends method requests to url from 8 keep-alive clients,
-// without retries of its own, while during runs; it returns how many were
+// without retries of their own, while during runs; it returns how many were
 // served and how many failed, with the first errors.
 func keepAliveLoad(t *testing.T, url, method string, during func()) (served, failed int, errs []string) {
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		served, failed, errs = httpLoad(url, method, 8, true, stop)
+		close(done)
+	}()
+	during()
+	close(stop)
+	<-done
+	return served, failed, errs
+}
+
+// httpLoad sends method requests (with a one-byte body) to url from conc
+// clients, without retries of their own, on new connections or keep-alive
+// ones, until stop is closed; it returns how many were served and failed,
+// with the first errors.
+func httpLoad(url, method string, conc int, keepAlive bool, stop <-chan struct{}) (served, failed int, errs []string) {
 	var mu sync.Mutex
-	ctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	tr := &http.Transport{MaxIdleConnsPerHost: 8}
+	tr := &http.Transport{MaxIdleConnsPerHost: conc, DisableKeepAlives: !keepAlive}
 	defer tr.CloseIdleConnections()
-	c := &http.Client{Transport: tr, Timeout: testTimeout}
-	for range 8 {
+	client := &http.Client{Transport: tr, Timeout: testTimeout}
+	for range conc {
 		wg.Go(func() {
-			for ctx.Err() == nil {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
 				req, _ := http.NewRequest(method, url, strings.NewReader("x"))
-				resp, err := c.Do(req)
+				resp, err := client.Do(req)
 				if err == nil {
 					_, err = io.ReadAll(resp.Body)
 					resp.Body.Close()
+					if err == nil && resp.StatusCode != http.StatusOK {
+						err = fmt.Errorf("status %s", resp.Status)
+					}
 				}
 				mu.Lock()
 				if err != nil {
@@ -423,8 +446,6 @@ func keepAliveLoad(t *testing.T, url, method string, during func()) (served, fai
 			}
 		})
 	}
-	during()
-	stop()
 	wg.Wait()
 	return served, failed, errs
 }

@@ -333,41 +333,6 @@ func (c *upCluster) failedUpgrade(t *testing.T) string {
 	return line
 }
 
-// httpLoad sends GETs to url from conc clients, without retries of its own,
-// on new connections or keep-alive ones, until stop is closed; it returns
-// how many were served and failed, with the first errors.
-func httpLoad(url string, conc int, keepAlive bool, stop <-chan struct{}) (served, failed int, errs []string) {
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	tr := &http.Transport{MaxIdleConnsPerHost: conc, DisableKeepAlives: !keepAlive}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: testTimeout}
-	for range conc {
-		wg.Go(func() {
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				_, err := get(client, url)
-				mu.Lock()
-				if err != nil {
-					failed++
-					if len(errs) < 3 {
-						errs = append(errs, err.Error())
-					}
-				} else {
-					served++
-				}
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	return served, failed, errs
-}
-
 // underLoad runs during while new-connection and keep-alive clients send
 // GETs to addr, and fails the test if any request failed.
 func underLoad(t *testing.T, addr string, during func()) {
@@ -382,7 +347,7 @@ func underLoad(t *testing.T, addr string, during func()) {
 		var r [2]result
 		var wg sync.WaitGroup
 		for i, keepAlive := range []bool{false, true} {
-			wg.Go(func() { r[i].served, r[i].failed, r[i].errs = httpLoad("http://"+addr+"/", 3, keepAlive, stop) })
+			wg.Go(func() { r[i].served, r[i].failed, r[i].errs = httpLoad("http://"+addr+"/", "GET", 3, keepAlive, stop) })
 		}
 		wg.Wait()
 		results <- r
