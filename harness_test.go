@@ -444,3 +444,25 @@ func (p *primary) wait(t testing.TB) error {
 	recv(t, p.done, "primary "+strconv.Itoa(p.cmd.Process.Pid)+" to exit")
 	return p.err
 }
+
+// loopbackConn listens on network's loopback address, connects to it, and
+// returns the listener and both ends of the connection. The listener and
+// the client's end are closed when the test ends; the server's end is the
+// caller's (tests send it to a worker, which closes it).
+func loopbackConn(t testing.TB, network string) (ln net.Listener, client, server net.Conn) {
+	t.Helper()
+	ln, err := net.Listen(network, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	client, err = net.Dial(network, ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	if server, err = ln.Accept(); err != nil {
+		t.Fatal(err)
+	}
+	return ln, client, server
+}

@@ -136,20 +136,7 @@ func TestNodeJSSendHandles(t *testing.T) {
 	defer ev.noErrors(t)
 
 	// A connection: the worker answers on it and ends it.
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp4", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	server, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln, client, server := loopbackConn(t, "tcp4")
 	if err := w.Send("a conn", WithHandle(server)); err != nil {
 		t.Fatal(err)
 	}

@@ -137,20 +137,7 @@ func TestProcessHandleTakenOnce(t *testing.T) {
 	in := messages(w)
 
 	// A connection: the worker writes to it, then closes it.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-	server, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, client, server := loopbackConn(t, "tcp")
 	defer server.Close()
 	var r pmHandleReport
 	if err := w.Send("conn", WithHandle(server)); err != nil {
